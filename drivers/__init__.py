@@ -1,0 +1,1 @@
+"""Card readers: transports, framing, decoders, discovery (never imports app/)."""

@@ -1,0 +1,1 @@
+"""The box's life with the provider: identity, enrollment, config, updates (never imports app/)."""
