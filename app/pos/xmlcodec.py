@@ -1,0 +1,407 @@
+"""Reading POS XML tolerantly and writing each dialect exactly.
+
+Reading: defusedxml (no DTDs, no entities, no network), a size limit, namespaces stripped, names
+matched case-insensitively, values taken from text or from an attribute. Writing: bare elements
+for Passport, the namespaced form for Verifone EPS. Names come from `wire.py`.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from decimal import Decimal
+
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
+
+from app.money import fmt_decimal, fmt_money, parse_decimal
+from app.pos import wire
+from app.pos.model import (
+    MESSAGE_STEMS,
+    Line,
+    LoyaltyIdEntry,
+    Request,
+    RequestHeader,
+    Response,
+    Reward,
+    TransactionData,
+)
+
+MAX_XML_BYTES = 1024 * 1024
+_CANONICAL_STEMS = {stem.lower(): stem for stem in MESSAGE_STEMS}
+
+
+class XmlError(Exception):
+    """The payload is not a message we can read (malformed, hostile, too large)."""
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+
+def _local(tag: object) -> str:
+    name = tag if isinstance(tag, str) else ""
+    return name.rsplit("}", 1)[-1].rsplit(":", 1)[-1].lower()
+
+
+def _children(el: ET.Element | None, name: str) -> Iterator[ET.Element]:
+    if el is None:
+        return
+    want = name.lower()
+    for child in el:
+        if _local(child.tag) == want:
+            yield child
+
+
+def _child(el: ET.Element | None, name: str) -> ET.Element | None:
+    return next(_children(el, name), None)
+
+
+def _attr(el: ET.Element | None, *names: str) -> str | None:
+    if el is None:
+        return None
+    wanted = {n.lower() for n in names}
+    for key, value in el.attrib.items():
+        if _local(key) in wanted:
+            return value.strip()
+    return None
+
+
+def _value(el: ET.Element | None, attrs: tuple[str, ...] = ()) -> str | None:
+    """An element's value in text or attribute form: <X>v</X>, <X value="v"/>, <X format="v"/>."""
+    if el is None:
+        return None
+    text = (el.text or "").strip()
+    if text:
+        return text
+    found = _attr(el, *attrs, "value") if attrs else _attr(el, "value")
+    if found is None and el.attrib:
+        found = next(iter(el.attrib.values())).strip()
+    return found if found is not None else ""
+
+
+def _text(el: ET.Element | None, name: str, attrs: tuple[str, ...] = ()) -> str | None:
+    value = _value(_child(el, name), attrs)
+    return value or None
+
+
+def _flag(el: ET.Element | None) -> bool | None:
+    """Yes/no flags come as value="yes", text "yes", "true" or "1"."""
+    if el is None:
+        return None
+    value = (_value(el) or "").lower()
+    if value in ("yes", "y", "true", "1"):
+        return True
+    if value in ("no", "n", "false", "0"):
+        return False
+    return None
+
+
+def parse_xml(payload: bytes) -> ET.Element:
+    if len(payload) > MAX_XML_BYTES:
+        raise XmlError(f"payload of {len(payload)} bytes over the {MAX_XML_BYTES}-byte limit")
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise XmlError(f"payload is not UTF-8 (byte {exc.start})") from None
+    try:
+        return SafeET.fromstring(
+            payload, forbid_dtd=True, forbid_entities=True, forbid_external=True
+        )
+    except DefusedXmlException as exc:
+        raise XmlError(f"forbidden XML construct: {type(exc).__name__}") from None
+    except ET.ParseError as exc:
+        raise XmlError(f"malformed XML: {exc}") from None
+
+
+def read_request(payload: bytes, dialect: str = "passport") -> Request:
+    root = parse_xml(payload)
+    stem = _stem(root)
+    head = _child(root, wire.HEADER)
+    header = RequestHeader(
+        **{key: _text(head, name) or "" for key, name in wire.HEADER_FIELDS.items()},
+        offline=bool(_flag(_child(head, wire.OFFLINE_FLAG))),
+    )
+    request = Request(stem=stem, header=header, dialect=dialect)
+    known = {wire.HEADER.lower(), wire.LOYALTY_ID.lower(), wire.TRANSACTION_DATA.lower()}
+    for child in root:
+        if _local(child.tag) not in known:
+            request.extra[_local(child.tag)] = (child.text or "").strip()
+
+    loyalty = _child(root, wire.LOYALTY_ID)
+    if loyalty is not None:
+        value = (loyalty.text or "").strip()
+        method = _attr(loyalty, *wire.ENTRY_METHOD_ATTRS) or _text(loyalty, wire.ENTRY_METHOD) or ""
+        if value:
+            request.loyalty_id = LoyaltyIdEntry(value=value, entry_method=method)
+
+    data = _child(root, wire.TRANSACTION_DATA)
+    if data is not None:
+        request.transaction = _read_transaction(data)
+    request.register_id = _text(root, wire.REGISTER_ID)
+    request.outside_sale = _flag(_child(root, wire.OUTSIDE_SALES_FLAG))
+    for holder in (root, data):
+        request.points_redeemed = request.points_redeemed or parse_decimal(
+            _text(holder, wire.POINTS_REDEEMED)
+        )
+        request.final_total = request.final_total or parse_decimal(_text(holder, wire.FINAL_TOTAL))
+    return request
+
+
+def _stem(root: ET.Element) -> str:
+    name = root.tag.rsplit("}", 1)[-1] if isinstance(root.tag, str) else "Unknown"
+    if name.lower().endswith(wire.REQUEST_SUFFIX.lower()):
+        name = name[: -len(wire.REQUEST_SUFFIX)]
+    return _CANONICAL_STEMS.get(name.lower(), name or "Unknown")
+
+
+def _read_transaction(data: ET.Element) -> TransactionData:
+    head = _child(data, wire.TRANSACTION_HEADER)
+    txn = TransactionData(
+        **{key: _text(head, name) for key, name in wire.TRANSACTION_HEADER_FIELDS.items()},
+        business_date=_text(_child(head, wire.BUSINESS_PERIOD), wire.BUSINESS_DATE),
+        outside_sale=bool(_flag(_child(head, wire.OUTSIDE_SALES_FLAG))),
+        training=bool(_flag(_child(head, wire.TRAINING_FLAG))),
+    )
+    for line_el in _children(_child(data, wire.DETAIL_GROUP), wire.LINE):
+        line = _read_line(line_el)
+        if line is not None:
+            txn.lines.append(line)
+    return txn
+
+
+def _read_line(line_el: ET.Element) -> Line | None:
+    number_text = _text(line_el, wire.LINE_NUMBER)
+    try:
+        number = int(number_text or "")
+    except ValueError:
+        number = 0
+    status = (_attr(line_el, wire.LINE_STATUS_ATTR) or "normal").lower()
+    body, kind = None, "other"
+    for child in line_el:
+        for name, line_kind in wire.LINE_KINDS.items():
+            if _local(child.tag) == name.lower():
+                body, kind = child, line_kind
+                break
+        if body is not None:
+            break
+    line = Line(line_number=number, kind=kind, status=status)
+    if body is None:
+        return line
+    fields = {key: _text(body, name) for key, name in wire.LINE_FIELDS.items()}
+    line.department = fields["department"]
+    line.description = fields["description"]
+    line.grade = fields["grade"]
+    line.fuel_position = fields["fuel_position"]
+    line.tender_code = fields["tender_code"]
+    for key in ("quantity", "unit_price", "regular_price", "amount", "tender_amount"):
+        setattr(line, key, parse_decimal(fields[key]))
+    item_code = _child(body, wire.ITEM_CODE)
+    line.code_format = _text(item_code, wire.CODE_FORMAT, wire.CODE_FORMAT_ATTRS)
+    line.code = _text(item_code, wire.CODE)
+    line.discountable = _flag_attr(body, wire.DISCOUNTABLE_ATTR)
+    if kind == "fuel":
+        line.prepay = _flag_attr(body, *wire.FUEL_PREPAY_ATTRS)
+        if line.prepay is None:
+            line.prepay = next(
+                (_flag(el) for n in wire.FUEL_PREPAY_ATTRS for el in _children(body, n)), None
+            )
+    # Rewards the POS says it applied: on Promotion elements, or on a TenderInfo line itself.
+    holders = [*_children(body, wire.PROMOTION), body]
+    for holder in holders:
+        reward_id = _text(holder, wire.REWARD_ID)
+        if reward_id:
+            line.applied_rewards[reward_id] = parse_decimal(_text(holder, wire.PROMOTION_AMOUNT))
+    return line
+
+
+def _flag_attr(el: ET.Element, *names: str) -> bool | None:
+    value = _attr(el, *names)
+    if value is None:
+        return None
+    return value.lower() in ("yes", "y", "true", "1")
+
+
+# ---- writing -------------------------------------------------------------------------------
+
+
+def _root(name: str, eps: bool) -> ET.Element:
+    root = ET.Element(name)
+    if eps:
+        root.set("xmlns", wire.EPS_LOYALTY_NS)
+        root.set("xmlns:pcats", wire.EPS_CORE_NS)
+        root.set("xmlns:naxml", wire.EPS_NAXML_NS)
+    return root
+
+
+def _header(parent: ET.Element, element: str, header: RequestHeader, eps: bool, keys) -> ET.Element:
+    head = ET.SubElement(parent, element)
+    for key in keys:
+        name = wire.HEADER_FIELDS[key]
+        if eps and name in wire.EPS_NAXML_ELEMENTS:
+            name = f"naxml:{name}"
+        ET.SubElement(head, name).text = getattr(header, key)
+    return head
+
+
+def _serialize(root: ET.Element, eps: bool) -> bytes:
+    body = ET.tostring(root, encoding="unicode", short_empty_elements=False)
+    prolog = '<?xml version="1.0" encoding="UTF-8"?>' if eps else ""
+    return (prolog + body).encode("utf-8")
+
+
+_RESPONSE_HEADER_KEYS = [k for k in wire.HEADER_FIELDS if k != "store_location_id"]
+
+
+def write_response(response: Response, dialect: str) -> bytes:
+    """The exact XML of a response in one dialect ('passport' or 'eps')."""
+    eps = dialect == "eps"
+    root = _root(response.stem + wire.RESPONSE_SUFFIX, eps)
+    head = _header(root, wire.RESPONSE_HEADER, response.header, eps, _RESPONSE_HEADER_KEYS)
+    if eps:
+        head.set(wire.EPS_OVERALL_RESULT_ATTR, "success")
+    if eps:
+        result = ET.SubElement(head, f"pcats:{wire.EPS_RESULT}")
+        ET.SubElement(result, f"pcats:{wire.EPS_SUCCESS}")
+
+    if response.prompt_for_loyalty is not None:
+        _yes_no(root, wire.PROMPT_FOR_LOYALTY, response.prompt_for_loyalty)
+    if response.loyalty_id_valid is not None:
+        _yes_no(root, wire.LOYALTY_ID_VALID, response.loyalty_id_valid).text = (
+            response.loyalty_id_text or None
+        )
+    if response.stem == "GetRewards" or response.add_rewards or response.remove_reward_ids:
+        actions = ET.SubElement(root, wire.REWARD_ACTIONS)
+        for reward_id in response.remove_reward_ids:
+            remove = ET.SubElement(actions, wire.REMOVE_REWARD)
+            ET.SubElement(remove, wire.REWARD_ID).text = reward_id
+        for reward in response.add_rewards:
+            add = ET.SubElement(actions, wire.ADD_REWARD)
+            fields = wire.REWARD_FIELDS
+            ET.SubElement(add, wire.REWARD_ID).text = reward.reward_id
+            _yes_no(add, fields["instant"], True)
+            ET.SubElement(add, fields["target_line"]).text = str(reward.target_line)
+            ET.SubElement(add, fields["method"]).text = reward.method
+            ET.SubElement(add, fields["value"]).text = _reward_value(reward.method, reward.value)
+            if reward.limit_quantity is not None:
+                limit = ET.SubElement(add, fields["limit"], {"type": wire.REWARD_LIMIT_TYPE})
+                limit.text = str(reward.limit_quantity)
+            ET.SubElement(add, fields["receipt_short"]).text = reward.receipt_short
+            ET.SubElement(add, fields["receipt_long"]).text = reward.receipt_long
+    if response.receipt_lines:
+        message = ET.SubElement(root, wire.CUSTOMER_MESSAGE)
+        receipt = ET.SubElement(message, wire.RECEIPT_DATA)
+        for text in response.receipt_lines:
+            ET.SubElement(receipt, wire.RECEIPT_LINE).text = text
+    return _serialize(root, eps)
+
+
+def _yes_no(parent: ET.Element, element: str, value: bool) -> ET.Element:
+    return ET.SubElement(parent, element, {"value": "yes" if value else "no"})
+
+
+def _reward_value(method: str, value: Decimal) -> str:
+    # Currency to the cent; percentages keep what the host said.
+    if method == wire.POS_METHODS["percent_off"]:
+        return fmt_decimal(value) or "0"
+    return fmt_money(value)
+
+
+# ---- the POS's side: writing requests, reading responses (simulator and tests) -------------
+
+
+def write_request(request: Request, dialect: str) -> bytes:
+    """A request as a POS would send it; used by the POS simulator and the tests."""
+    eps = dialect == "eps"
+    root = _root(request.stem + wire.REQUEST_SUFFIX, eps)
+    head = _header(root, wire.HEADER, request.header, eps, list(wire.HEADER_FIELDS))
+    _yes_no(head, wire.OFFLINE_FLAG, request.header.offline)
+    if request.stem == "BeginCustomer":
+        _yes_no(root, wire.OUTSIDE_SALES_FLAG, bool(request.outside_sale))
+        ET.SubElement(root, wire.REGISTER_ID).text = request.register_id or ""
+    if request.loyalty_id is not None:
+        entry = ET.SubElement(
+            root, wire.LOYALTY_ID, {"entryMethod": request.loyalty_id.entry_method}
+        )
+        entry.text = request.loyalty_id.value
+    if request.transaction is not None:
+        _write_transaction(root, request.transaction)
+    if request.points_redeemed is not None:
+        ET.SubElement(root, wire.POINTS_REDEEMED).text = fmt_decimal(request.points_redeemed)
+    if request.final_total is not None:
+        ET.SubElement(root, wire.FINAL_TOTAL).text = fmt_money(request.final_total)
+    return _serialize(root, eps)
+
+
+def _write_transaction(parent: ET.Element, txn: TransactionData) -> None:
+    data = ET.SubElement(parent, wire.TRANSACTION_DATA)
+    head = ET.SubElement(data, wire.TRANSACTION_HEADER)
+    _yes_no(head, wire.TRAINING_FLAG, txn.training)
+    _yes_no(head, wire.OUTSIDE_SALES_FLAG, txn.outside_sale)
+    for key, element in wire.TRANSACTION_HEADER_FIELDS.items():
+        if getattr(txn, key) is not None:
+            ET.SubElement(head, element).text = getattr(txn, key)
+    if txn.business_date:
+        period = ET.SubElement(head, wire.BUSINESS_PERIOD)
+        ET.SubElement(period, wire.BUSINESS_DATE).text = txn.business_date
+    group = ET.SubElement(data, wire.DETAIL_GROUP)
+    kind_names = {kind: name for name, kind in wire.LINE_KINDS.items()}
+    for line in txn.lines:
+        line_el = ET.SubElement(group, wire.LINE, {wire.LINE_STATUS_ATTR: line.status})
+        ET.SubElement(line_el, wire.LINE_NUMBER).text = str(line.line_number)
+        if line.kind not in kind_names:
+            continue
+        body = ET.SubElement(line_el, kind_names[line.kind])
+        if line.discountable is not None:
+            body.set(wire.DISCOUNTABLE_ATTR, "yes" if line.discountable else "no")
+        if line.prepay is not None:
+            body.set(wire.FUEL_PREPAY_ATTRS[0], "yes" if line.prepay else "no")
+        if line.code is not None:
+            code = ET.SubElement(body, wire.ITEM_CODE)
+            ET.SubElement(code, wire.CODE_FORMAT).text = line.code_format or "upcA"
+            ET.SubElement(code, wire.CODE).text = line.code
+        for key, element in wire.LINE_FIELDS.items():
+            value = getattr(line, key)
+            if isinstance(value, Decimal):
+                value = fmt_decimal(value)
+            if value is not None:
+                ET.SubElement(body, element).text = value
+        for reward_id, amount in line.applied_rewards.items():
+            promo = ET.SubElement(body, wire.PROMOTION)
+            ET.SubElement(promo, wire.REWARD_ID).text = reward_id
+            if amount is not None:
+                ET.SubElement(promo, wire.PROMOTION_AMOUNT).text = fmt_money(amount)
+
+
+def read_response(payload: bytes) -> Response:
+    """Parse a box response as the POS reads it (simulator and tests)."""
+    root = parse_xml(payload)
+    name = root.tag.rsplit("}", 1)[-1]
+    stem = name[: -len(wire.RESPONSE_SUFFIX)] if name.endswith(wire.RESPONSE_SUFFIX) else name
+    head = _child(root, wire.RESPONSE_HEADER)
+    header = RequestHeader(**{key: _text(head, el) or "" for key, el in wire.HEADER_FIELDS.items()})
+    response = Response(stem=stem, header=header)
+    response.prompt_for_loyalty = _flag(_child(root, wire.PROMPT_FOR_LOYALTY))
+    valid = _child(root, wire.LOYALTY_ID_VALID)
+    response.loyalty_id_valid = _flag(valid)
+    response.loyalty_id_text = (valid.text or "").strip() if valid is not None else ""
+    actions = _child(root, wire.REWARD_ACTIONS)
+    response.remove_reward_ids = [
+        _text(el, wire.REWARD_ID) or "" for el in _children(actions, wire.REMOVE_REWARD)
+    ]
+    fields = wire.REWARD_FIELDS
+    for add in _children(actions, wire.ADD_REWARD):
+        limit = _text(add, fields["limit"])
+        response.add_rewards.append(
+            Reward(
+                reward_id=_text(add, wire.REWARD_ID) or "",
+                target_line=int(_text(add, fields["target_line"]) or 0),
+                method=_text(add, fields["method"]) or "",
+                value=parse_decimal(_text(add, fields["value"])) or Decimal(0),
+                limit_quantity=int(limit) if limit else None,
+                receipt_short=_text(add, fields["receipt_short"]) or "",
+                receipt_long=_text(add, fields["receipt_long"]) or "",
+            )
+        )
+    receipt = _child(_child(root, wire.CUSTOMER_MESSAGE), wire.RECEIPT_DATA)
+    response.receipt_lines = [(el.text or "") for el in _children(receipt, wire.RECEIPT_LINE)]
+    return response
