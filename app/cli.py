@@ -1,0 +1,87 @@
+"""The `connectbox` command: the service and its companion tools."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from app import __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="connectbox", description="Connect Box loyalty host")
+    parser.add_argument("--version", action="version", version=f"connectbox {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the box service")
+    run.add_argument(
+        "--config", help="TOML file (default $CONNECTBOX_CONFIG or /etc/connectbox/connectbox.toml)"
+    )
+
+    demo = commands.add_parser("demo", help="reference host + box + simulated POS on loopback")
+    demo.add_argument("--once", action="store_true", help="exit after the scripted sales")
+    demo.add_argument("--pos-port", type=int, default=9000)
+    demo.add_argument("--status-port", type=int, default=8080)
+    demo.add_argument("--host-port", type=int, default=8700)
+
+    host = commands.add_parser("host-sim", help="run the reference central host")
+    host.add_argument(
+        "--listen", default="127.0.0.1:8700", help="address:port (default %(default)s)"
+    )
+    host.add_argument("--db", default=":memory:", help="SQLite file (default: in memory)")
+    host.add_argument("--policy", help="policy JSON document (default: the built-in Scan Data one)")
+
+    commands.add_parser("pos-sim", help="play scripted sales as a POS", add_help=False)
+
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "pos-sim":
+        from app.pos.simulator import main as pos_sim_main
+
+        return pos_sim_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "run":
+        return _run(args.config)
+    if args.command == "demo":
+        from app.demo import run_demo
+
+        return run_demo(args.pos_port, args.status_port, args.host_port, once=args.once)
+    if args.command == "host-sim":
+        return _host_sim(args.listen, args.db, args.policy)
+    return 2
+
+
+def _run(config_arg: str | None) -> int:
+    from app.config import ConfigError, config_path, load_config
+    from app.logs import setup_logging
+
+    try:
+        config = load_config(config_path(config_arg))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    setup_logging(config.log.level)
+    from app.box import Box
+
+    try:
+        box = Box(config)
+    except OSError as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 1
+    box.run()
+    return 0
+
+
+def _host_sim(listen: str, db: str, policy: str | None) -> int:
+    from app.config import parse_listen
+    from app.host.reference.server import serve
+    from app.logs import setup_logging
+
+    setup_logging()
+    address = parse_listen(listen)
+    serve(address.host, address.port, store_path=db, policy_path=policy)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""The box's configuration: a TOML file, checked completely before anything starts.
+
+Every problem stops start-up with one message that names the key, e.g.
+`config error: [host] deadline_ms: must be a whole number from 100 to 10000`.
+Unknown keys are errors too: a misspelt key would otherwise be silently ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+DEFAULT_PATH = "/etc/connectbox/connectbox.toml"
+DIALECTS = ("auto", "passport", "eps")
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass
+class PosConfig:
+    listen: Listen = field(default_factory=lambda: Listen("0.0.0.0", 9000))
+    dialect: str = "auto"
+    session_timeout_s: int = 3600
+    idle_timeout_s: int = 900
+    max_frame_bytes: int = 1024 * 1024
+
+
+@dataclass
+class HostConfig:
+    url: str = ""
+    device_id: str = ""
+    site_id: str = ""
+    token: str = ""
+    deadline_ms: int = 1500
+    timeout_s: float = 10.0
+    ca_file: str | None = None
+
+
+@dataclass
+class StatusConfig:
+    listen: Listen = field(default_factory=lambda: Listen("0.0.0.0", 8080))
+
+
+@dataclass
+class StorageConfig:
+    data_dir: Path = Path("/var/lib/connectbox")
+
+
+@dataclass
+class LogConfig:
+    level: str = "INFO"
+
+
+@dataclass
+class Config:
+    pos: PosConfig = field(default_factory=PosConfig)
+    host: HostConfig = field(default_factory=HostConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = "<built-in>"
+
+
+# ---- reading --------------------------------------------------------------------------------
+
+
+def config_path(cli_path: str | None) -> str:
+    return cli_path or os.environ.get("CONNECTBOX_CONFIG") or DEFAULT_PATH
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    try:
+        with open(path, "rb") as handle:
+            raw = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config error: file {path} not found") from None
+    except PermissionError:
+        raise ConfigError(f"config error: file {path} cannot be read (permission denied)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config error: {path} is not valid TOML: {exc}") from None
+    config = parse_config(raw, base_dir=Path(path).parent)
+    config.source = str(path)
+    return config
+
+
+def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
+    sections = {"pos", "host", "status", "storage", "log"}
+    for name in raw:
+        if name not in sections:
+            raise ConfigError(f"config error: [{name}]: unknown section")
+    reader = _Reader(raw)
+    config = Config()
+    pos = reader.section(
+        "pos", {"listen", "dialect", "session_timeout_s", "idle_timeout_s", "max_frame_bytes"}
+    )
+    config.pos = PosConfig(
+        listen=pos.listen("listen", config.pos.listen),
+        dialect=pos.choice("dialect", DIALECTS, "auto"),
+        session_timeout_s=pos.integer("session_timeout_s", 3600, 60, 86400),
+        idle_timeout_s=pos.integer("idle_timeout_s", 900, 10, 86400),
+        max_frame_bytes=pos.integer("max_frame_bytes", 1024 * 1024, 1024, 16 * 1024 * 1024),
+    )
+    host = reader.section(
+        "host",
+        {
+            "url",
+            "device_id",
+            "site_id",
+            "token",
+            "token_file",
+            "deadline_ms",
+            "timeout_s",
+            "ca_file",
+        },
+    )
+    config.host = HostConfig(
+        url=host.url("url"),
+        device_id=host.string("device_id"),
+        site_id=host.string("site_id"),
+        token=host.token(base_dir),
+        deadline_ms=host.integer("deadline_ms", 1500, 100, 10000),
+        timeout_s=host.number("timeout_s", 10.0, 1.0, 120.0),
+        ca_file=host.optional_string("ca_file"),
+    )
+    status = reader.section("status", {"listen"})
+    config.status = StatusConfig(listen=status.listen("listen", config.status.listen))
+    storage = reader.section("storage", {"data_dir"})
+    config.storage = StorageConfig(
+        data_dir=Path(storage.string("data_dir", str(config.storage.data_dir)))
+    )
+    log = reader.section("log", {"level"})
+    config.log = LogConfig(level=log.choice("level", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"))
+    return config
+
+
+class _Reader:
+    def __init__(self, raw: dict[str, Any], name: str = "") -> None:
+        self.raw = raw
+        self.name = name
+
+    def section(self, name: str, allowed: set[str]) -> _Reader:
+        value = self.raw.get(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"config error: [{name}]: must be a table")
+        for key in value:
+            if key not in allowed:
+                raise ConfigError(f"config error: [{name}] {key}: unknown key")
+        return _Reader(value, name)
+
+    def fail(self, key: str, why: str) -> ConfigError:
+        return ConfigError(f"config error: [{self.name}] {key}: {why}")
+
+    def string(self, key: str, default: str | None = None) -> str:
+        value = self.raw.get(key, default)
+        if value is None:
+            raise self.fail(key, "missing (required)")
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(key, "must be a non-empty string")
+        return value.strip()
+
+    def optional_string(self, key: str) -> str | None:
+        return self.string(key) if key in self.raw else None
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.raw.get(key, default)
+        if not isinstance(value, str) or value not in choices:
+            raise self.fail(key, f"must be one of {', '.join(choices)} (got {value!r})")
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self.raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(key, f"must be a whole number from {low} to {high} (got {value!r})")
+        return value
+
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        value = self.raw.get(key, default)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
+            raise self.fail(key, f"must be a number from {low:g} to {high:g} (got {value!r})")
+        return float(value)
+
+    def listen(self, key: str, default: Listen) -> Listen:
+        value = self.raw.get(key)
+        if value is None:
+            return default
+        try:
+            return parse_listen(value)
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
+
+    def url(self, key: str) -> str:
+        value = self.string(key)
+        parsed = urlparse(value)
+        if parsed.scheme not in ("https", "http") or not parsed.hostname:
+            raise self.fail(key, f"must be an https:// URL (got {value!r})")
+        if parsed.scheme == "http" and not is_loopback(parsed.hostname):
+            raise self.fail(key, "plain http:// is allowed only for a loopback host; use https://")
+        return value.rstrip("/")
+
+    def token(self, base_dir: Path) -> str:
+        if "token" in self.raw and "token_file" in self.raw:
+            raise self.fail("token", "set either token or token_file, not both")
+        if "token_file" in self.raw:
+            path = base_dir / self.string("token_file")
+            try:
+                token = path.read_text().strip()
+            except OSError as exc:
+                raise self.fail("token_file", f"cannot read {path}: {exc.strerror}") from None
+            if not token:
+                raise self.fail("token_file", f"{path} is empty")
+            return token
+        if "token" not in self.raw:
+            raise self.fail("token", "missing (required; or set token_file)")
+        return self.string("token")
+
+
+def parse_listen(value: Any) -> Listen:
+    """'0.0.0.0:9000', '[::1]:9000' or ':9000' (all addresses)."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ValueError(f"must look like 0.0.0.0:9000 (got {value!r})")
+    host, _, port_text = value.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"bad port in {value!r}")
+    return Listen(host, int(port_text))
+
+
+def is_loopback(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,116 @@
+"""HTTP client for the provider's central host (host-api.md), with pooling and timeouts.
+
+One `requests.Session` per thread (sessions are not documented as thread-safe), TLS verification
+always on, every call carrying the bearer token, User-Agent and the box's clock.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from app import __version__
+
+
+class HostError(Exception):
+    """The host did not give a usable answer. `status` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+    @property
+    def unauthorized(self) -> bool:
+        return self.status == 401
+
+    @property
+    def retryable(self) -> bool:
+        """Connection problems, timeouts and 5xx: try again later. 4xx will not get better."""
+        return self.status is None or self.status >= 500 or self.status == 429
+
+
+class HostClient:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        device_id: str,
+        timeout_s: float = 10.0,
+        ca_file: str | None = None,
+    ) -> None:
+        self.base = url.rstrip("/")
+        self.token = token
+        self.device_id = device_id
+        self.timeout_s = timeout_s
+        self.verify: bool | str = ca_file or True
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.mount("https://", HTTPAdapter(pool_connections=2, pool_maxsize=8))
+            session.mount("http://", HTTPAdapter(pool_connections=2, pool_maxsize=8))
+            session.verify = self.verify
+            self._local.session = session
+        return session
+
+    def _headers(self, idempotency_key: str | None = None) -> dict[str, str]:
+        headers = {
+            "Authorization": f"Bearer {self.token}",
+            "User-Agent": f"connectbox/{__version__}",
+            "X-Device-Clock": datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        return headers
+
+    def post(self, path: str, body: dict[str, Any], idempotency_key: str | None = None) -> Any:
+        try:
+            reply = self._session().post(
+                self.base + path,
+                json=body,
+                headers=self._headers(idempotency_key),
+                timeout=self.timeout_s,
+            )
+        except requests.Timeout:
+            raise HostError(f"no answer from the host within {self.timeout_s:g} s") from None
+        except requests.RequestException as exc:
+            raise HostError(f"cannot reach the host: {_reason(exc)}") from None
+        return _json_or_raise(reply)
+
+    # The calls of host-api.md the relay makes.
+
+    def rewards(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.post("/v1/rewards", body)
+
+    def transaction(self, body: dict[str, Any], event_id: str) -> dict[str, Any]:
+        return self.post("/v1/transactions", body, idempotency_key=event_id)
+
+
+def _json_or_raise(reply: requests.Response) -> Any:
+    if reply.status_code >= 400:
+        code, message = "", reply.reason
+        try:
+            error = reply.json().get("error", {})
+            code, message = error.get("code", ""), error.get("message", message)
+        except (ValueError, AttributeError):
+            pass
+        raise HostError(f"host answered {reply.status_code}: {message}", reply.status_code, code)
+    try:
+        return reply.json()
+    except ValueError:
+        raise HostError("host answered with a body that is not JSON", reply.status_code) from None
+
+
+def _reason(exc: requests.RequestException) -> str:
+    text = str(exc)
+    for hint in ("Connection refused", "Name or service not known", "certificate verify failed"):
+        if hint in text:
+            return hint.lower()
+    return type(exc).__name__

@@ -1,0 +1,134 @@
+"""POS requests as host-API JSON bodies (`POST /v1/rewards`, `POST /v1/transactions`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from app.money import ZERO, fmt_decimal, fmt_money
+from app.pos.model import Line, Request, TransactionData
+
+SALE_KINDS = ("item", "merchandise", "fuel")
+
+
+@dataclass(frozen=True)
+class Identity:
+    device_id: str
+    site_id: str
+
+
+def basket_lines(txn: TransactionData | None) -> list[dict[str, Any]]:
+    if txn is None:
+        return []
+    return [_line(line) for line in txn.lines if line.kind in SALE_KINDS]
+
+
+def basket_total(txn: TransactionData | None) -> Decimal:
+    """What the customer pays before loyalty: the amounts of the normal sale lines."""
+    if txn is None:
+        return ZERO
+    return sum(
+        (
+            line.amount
+            for line in txn.lines
+            if line.kind in SALE_KINDS and line.status == "normal" and line.amount is not None
+        ),
+        ZERO,
+    )
+
+
+def _line(line: Line) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "line_number": line.line_number,
+        "kind": line.kind,
+        "status": line.status,
+    }
+    if line.kind == "fuel":
+        body.update(grade=line.grade, fuel_position=line.fuel_position, prepay=bool(line.prepay))
+    else:
+        body.update(
+            code_format=line.code_format,
+            code=line.code,
+            description=line.description,
+            department=line.department,
+            regular_price=fmt_decimal(line.regular_price),
+        )
+    body.update(
+        quantity=fmt_decimal(line.quantity),
+        unit_price=fmt_decimal(line.unit_price),
+        amount=fmt_decimal(line.amount),
+    )
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def rewards_body(
+    request: Request,
+    identity: Identity,
+    session_id: str,
+    loyalty_id: str | None,
+    entry_method: str,
+    age_verified: bool | None,
+    source: str = "pos",
+) -> dict[str, Any]:
+    txn = request.transaction
+    head = request.header
+    return {
+        "device_id": identity.device_id,
+        "site_id": identity.site_id,
+        "session_id": session_id,
+        "pos": {
+            "dialect": request.dialect,
+            "vendor": head.vendor_name,
+            "model_version": head.vendor_model_version,
+            "interface_version": head.interface_version,
+            "store_location_id": head.store_location_id,
+            "register_id": request.register,
+            "pos_transaction_id": txn.pos_transaction_id if txn else None,
+            "pos_sequence_id": head.pos_sequence_id,
+            "outside_sale": bool(txn.outside_sale if txn else request.outside_sale),
+            "offline": head.offline,
+        },
+        "loyalty_id": (
+            {"value": loyalty_id, "entry_method": entry_method, "source": source}
+            if loyalty_id
+            else None
+        ),
+        "customer": {"age_verified": age_verified},
+        "basket": {"lines": basket_lines(txn), "total": fmt_money(basket_total(txn))},
+        "occurred_at": now_rfc3339(),
+    }
+
+
+def transaction_body(
+    base: dict[str, Any],
+    event: str,
+    request: Request,
+    rewards_applied: list[dict[str, Any]],
+    decision: dict[str, Any],
+) -> dict[str, Any]:
+    """A /v1/transactions event: the /v1/rewards fields plus what happened."""
+    txn = request.transaction
+    tenders = [
+        {"code": line.tender_code or "", "amount": fmt_money(line.tender_amount or ZERO)}
+        for line in (txn.lines if txn else [])
+        if line.kind == "tender" and line.status == "normal"
+    ]
+    final_total = request.final_total
+    if final_total is None and txn is not None:
+        discount = sum((Decimal(r["amount"]) for r in rewards_applied), ZERO)
+        final_total = basket_total(txn) - discount
+    return {
+        **base,
+        "event": event,
+        "tenders": tenders,
+        "rewards_applied": rewards_applied,
+        "decision": decision,
+        "points_redeemed": fmt_decimal(request.points_redeemed) or "0",
+        "final_total": fmt_money(final_total or ZERO),
+    }
+
+
+def now_rfc3339() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")

@@ -1,0 +1,69 @@
+"""Calls to the host that must not hold the POS longer than its deadline.
+
+Each call runs on a worker thread; the POS's thread waits at most until the deadline and then
+goes on without the answer. A late call still finishes in the background (bounded by the HTTP
+timeout), so a slow host costs threads for a while, never the POS's time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+from app.host.client import HostError
+from app.host.connectivity import HostConnectivity
+
+log = logging.getLogger("connectbox.host")
+
+
+@dataclass
+class Outcome:
+    answer: Any = None
+    error: HostError | None = None
+    timed_out: bool = False
+    waited_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.timed_out
+
+
+class HostRelay:
+    def __init__(self, connectivity: HostConnectivity, workers: int = 16) -> None:
+        self.connectivity = connectivity
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host")
+
+    def call(self, fn: Callable[[], Any], deadline: float, label: str) -> Outcome:
+        """Run `fn` on a worker; wait until the monotonic `deadline` at the latest."""
+        started = time.monotonic()
+        future: Future[Any] = self._pool.submit(self._tracked, fn, label)
+        try:
+            answer = future.result(timeout=max(0.0, deadline - started))
+            return Outcome(answer=answer, waited_s=time.monotonic() - started)
+        except FutureTimeout:
+            log.warning("%s: host did not answer before the POS deadline", label)
+            self.connectivity.failed(f"{label}: no answer before the POS deadline", timeout=True)
+            return Outcome(timed_out=True, waited_s=time.monotonic() - started)
+        except HostError as exc:
+            return Outcome(error=exc, waited_s=time.monotonic() - started)
+
+    def submit(self, fn: Callable[[], Any], label: str) -> Future[Any]:
+        return self._pool.submit(self._tracked, fn, label)
+
+    def _tracked(self, fn: Callable[[], Any], label: str) -> Any:
+        try:
+            answer = fn()
+        except HostError as exc:
+            log.warning("%s: %s", label, exc)
+            self.connectivity.failed(str(exc), unauthorized=exc.unauthorized)
+            raise
+        self.connectivity.ok()
+        return answer
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,134 @@
+"""The host's rewards as AddRewards the POS can apply, never making a line or the ticket negative.
+
+Passport takes amountOff, percentOff and newPrice; Verifone EPS honours only amountOff, so every
+reward is converted to the currency it takes off, or dropped when that cannot be known.
+Receipt texts are cut to what the POS prints (8/24/40 characters).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from app.host.payload import SALE_KINDS, basket_total
+from app.money import ZERO, parse_decimal, to_cents
+from app.pos import wire
+from app.pos.model import Line, Reward, TransactionData
+
+log = logging.getLogger("connectbox.rewards")
+
+
+class Dropped(Exception):
+    """This reward cannot be given to the POS; the message says why."""
+
+
+@dataclass
+class Translated:
+    rewards: list[Reward] = field(default_factory=list)
+    amounts: dict[str, Decimal] = field(default_factory=dict)
+    """The currency each reward takes off, by reward id."""
+    dropped: list[str] = field(default_factory=list)
+
+
+def trim(text: Any, limit: int) -> str:
+    return str(text or "").strip()[:limit]
+
+
+def receipt_lines(lines: Any) -> list[str]:
+    if not isinstance(lines, list):
+        return []
+    return [trim(line, wire.RECEIPT_LINE_MAX) for line in lines if str(line or "").strip()]
+
+
+def translate_rewards(host_rewards: Any, txn: TransactionData | None, dialect: str) -> Translated:
+    result = Translated()
+    if not isinstance(host_rewards, list):
+        return result
+    lines = {line.line_number: line for line in (txn.lines if txn else []) if _saleable(line)}
+    remaining = {number: line.amount or ZERO for number, line in lines.items()}
+    ticket_left = basket_total(txn)
+    for raw in host_rewards:
+        try:
+            reward, amount = _translate_one(raw, lines, ticket_left, dialect)
+            target = reward.target_line
+            if amount > ticket_left or (target and amount > remaining[target]):
+                raise Dropped(
+                    f"would make {'line %d' % target if target else 'the ticket'} negative"
+                )
+        except Dropped as why:
+            reward_id = raw.get("reward_id", "?") if isinstance(raw, dict) else "?"
+            log.warning("dropped host reward %s: %s", reward_id, why)
+            result.dropped.append(f"{reward_id}: {why}")
+            continue
+        if target:
+            remaining[target] -= amount
+        ticket_left -= amount
+        result.rewards.append(reward)
+        result.amounts[reward.reward_id] = amount
+    return result
+
+
+def _saleable(line: Line) -> bool:
+    return line.kind in SALE_KINDS and line.status == "normal"
+
+
+def _translate_one(
+    raw: Any, lines: dict[int, Line], ticket_total: Decimal, dialect: str
+) -> tuple[Reward, Decimal]:
+    """The POS reward and the currency it takes off."""
+    if not isinstance(raw, dict) or not raw.get("reward_id"):
+        raise Dropped("malformed reward")
+    method = raw.get("method")
+    value = parse_decimal(str(raw.get("value", "")))
+    if value is None or value < 0:
+        raise Dropped(f"bad value {raw.get('value')!r}")
+    try:
+        target = int(raw.get("target_line", 0))
+        limit = int(raw["limit_quantity"]) if raw.get("limit_quantity") is not None else None
+    except (TypeError, ValueError):
+        raise Dropped("bad target line or limit") from None
+    line = lines.get(target)
+    if target and line is None:
+        raise Dropped(f"target line {target} is not a sale line of this basket")
+    base = line.amount if line else ticket_total
+    units = _units(line, limit)
+    unit_price = line.unit_price if line else None
+
+    if method == "amount_off":
+        pos_method, pos_value, amount = "amountOff", value, value
+    elif method == "percent_off":
+        if value > 100:
+            raise Dropped("more than 100 percent off")
+        amount = to_cents((base or ZERO) * value / 100)
+        pos_method, pos_value = "percentOff", value
+    elif method in ("new_price", "per_unit_off"):
+        if unit_price is None or units is None:
+            raise Dropped(f"{method} needs a target line with a price and a quantity")
+        new_price = value if method == "new_price" else unit_price - value
+        if new_price < 0 or new_price > unit_price:
+            raise Dropped(f"new unit price {new_price} outside 0..{unit_price}")
+        amount = to_cents((unit_price - new_price) * units)
+        pos_method, pos_value = "newPrice", new_price
+    else:
+        raise Dropped(f"unknown method {method!r}")
+
+    if dialect == "eps":  # EPS honours only amountOff
+        pos_method, pos_value = "amountOff", amount
+    reward = Reward(
+        reward_id=str(raw["reward_id"]),
+        target_line=target,
+        method=pos_method,
+        value=pos_value,
+        limit_quantity=limit,
+        receipt_short=trim(raw.get("receipt_short"), wire.RECEIPT_SHORT_MAX),
+        receipt_long=trim(raw.get("receipt_long"), wire.RECEIPT_LONG_MAX),
+    )
+    return reward, to_cents(amount)
+
+
+def _units(line: Line | None, limit: int | None) -> Decimal | None:
+    if line is None or not line.quantity:
+        return None
+    return min(line.quantity, Decimal(limit)) if limit is not None else line.quantity

@@ -1,0 +1,151 @@
+"""The TCP server the POS connects to: persistent connections, one thread each.
+
+A connection's framer is chosen by the configured dialect ("auto" decides from its first bytes).
+A frame that cannot be parsed closes that connection only, with a log line that says why; the
+other connections and the listener keep going.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import socketserver
+import threading
+import time
+from dataclasses import dataclass, field
+
+from app.pos.framing import DEFAULT_MAX_FRAME, FramingError, make_framer
+from app.pos.service import LoyaltyService
+from app.pos.xmlcodec import XmlError, read_request, write_response
+from app.stats import LatencyWindow
+
+log = logging.getLogger("connectbox.pos")
+
+
+@dataclass
+class ConnectionInfo:
+    peer: str
+    dialect: str | None = None
+    connected_at: float = field(default_factory=time.time)
+    last_message_at: float | None = None
+    messages: int = 0
+
+
+class PosServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        service: LoyaltyService,
+        dialect: str = "auto",
+        max_frame: int = DEFAULT_MAX_FRAME,
+        idle_timeout_s: float = 900.0,
+    ) -> None:
+        self.service = service
+        self.dialect = dialect
+        self.max_frame = max_frame
+        self.idle_timeout_s = idle_timeout_s
+        self.overhead = LatencyWindow()
+        self.connections: dict[int, ConnectionInfo] = {}
+        self.closed_bad_input = 0
+        self._sockets: dict[int, socket.socket] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, PosConnection)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.serve_forever, name="pos-server", daemon=True)
+        self._thread.start()
+        log.info(
+            "POS server listening on %s:%d (dialect %s)", *self.server_address[:2], self.dialect
+        )
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+        with self._lock:
+            sockets = list(self._sockets.values())
+        for sock in sockets:  # wake connection threads blocked in recv
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def track(self, sock: socket.socket, info: ConnectionInfo | None) -> None:
+        with self._lock:
+            if info is None:
+                self.connections.pop(id(sock), None)
+                self._sockets.pop(id(sock), None)
+            else:
+                self.connections[id(sock)] = info
+                self._sockets[id(sock)] = sock
+
+    def snapshot(self) -> dict[str, object]:
+        with self._lock:
+            connections = [vars(info).copy() for info in self.connections.values()]
+        return {
+            "listen": f"{self.server_address[0]}:{self.port}",
+            "dialect": self.dialect,
+            "running": self.running,
+            "connections": connections,
+            "closed_bad_input": self.closed_bad_input,
+            "overhead_ms": self.overhead.percentiles_ms(50, 99),
+        }
+
+
+class PosConnection(socketserver.BaseRequestHandler):
+    server: PosServer
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        peer = "%s:%s" % self.client_address[:2]
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.settimeout(self.server.idle_timeout_s)
+        info = ConnectionInfo(peer=peer)
+        self.server.track(sock, info)
+        framer = make_framer(self.server.dialect, self.server.max_frame)
+        log.info("POS connected from %s", peer)
+        try:
+            while True:
+                try:
+                    data = sock.recv(65536)
+                except TimeoutError:
+                    log.info("closing idle POS connection from %s", peer)
+                    return
+                except OSError:
+                    return
+                if not data:
+                    return
+                for frame in framer.feed(data):
+                    if frame.heartbeat:
+                        continue  # Passport heartbeats get no reply
+                    received_at = time.monotonic()
+                    request = read_request(frame.payload, framer.dialect or "passport")
+                    info.dialect = framer.dialect
+                    handled = self.server.service.handle(request, received_at)
+                    sock.sendall(framer.encode(write_response(handled.response, request.dialect)))
+                    elapsed = time.monotonic() - received_at
+                    self.server.overhead.add(max(0.0, elapsed - handled.host_wait_s))
+                    info.messages += 1
+                    info.last_message_at = time.time()
+        except (FramingError, XmlError) as exc:
+            self.server.closed_bad_input += 1
+            log.warning("closing POS connection from %s: %s", peer, exc)
+        except OSError as exc:
+            log.info("POS connection from %s ended: %s", peer, exc)
+        finally:
+            self.server.track(sock, None)
+            log.info("POS disconnected: %s", peer)

@@ -1,0 +1,80 @@
+"""Per-transaction sessions, keyed by the LoyaltySequenceID the box assigns.
+
+A session remembers the full loyalty ID (so masked or truncated repeats resolve to it), the
+age check, and the rewards the POS was last told about (so a recomputation can remove rewards
+that no longer apply and keep ids stable). Sessions expire after `ttl_s` of silence.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from app.pos.model import Reward
+
+
+@dataclass
+class Session:
+    session_id: str
+    register_id: str | None = None
+    pos_transaction_id: str | None = None
+    loyalty_id: str | None = None
+    entry_method: str = ""
+    age_verified: bool | None = None
+    granted: dict[str, Reward] = field(default_factory=dict)
+    """The rewards the POS was last told to apply, by reward id."""
+    amounts: dict[str, Decimal] = field(default_factory=dict)
+    """The currency each granted reward takes off."""
+    last_body: dict[str, Any] | None = None
+    """The last /v1/rewards body, the base of a cancel event."""
+    decided_by: str = "none"
+    """Who decided the current rewards: host, or none when the host did not answer in time."""
+    touched: float = field(default_factory=time.monotonic)
+
+
+class SessionStore:
+    def __init__(self, ttl_s: float = 3600.0) -> None:
+        self.ttl_s = ttl_s
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def open(self, session_id: str) -> Session:
+        """The session for a LoyaltySequenceID, or a new one (new id) when it is empty or unknown."""
+        with self._lock:
+            self._expire()
+            session = self._sessions.get(session_id) if session_id else None
+            if session is None:
+                # Keep the POS's id when it sends one we lost (restart): the transaction goes on.
+                session = Session(session_id=session_id or self._new_id())
+                self._sessions[session.session_id] = session
+            session.touched = time.monotonic()
+            return session
+
+    def get(self, session_id: str) -> Session | None:
+        with self._lock:
+            self._expire()
+            return self._sessions.get(session_id) if session_id else None
+
+    def drop(self, session_id: str) -> Session | None:
+        with self._lock:
+            return self._sessions.pop(session_id, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._expire()
+            return len(self._sessions)
+
+    def _new_id(self) -> str:
+        while True:
+            candidate = "CB" + secrets.token_hex(5).upper()
+            if candidate not in self._sessions:
+                return candidate
+
+    def _expire(self) -> None:
+        cutoff = time.monotonic() - self.ttl_s
+        for key in [k for k, s in self._sessions.items() if s.touched < cutoff]:
+            del self._sessions[key]
