@@ -54,9 +54,8 @@ def translate_rewards(host_rewards: Any, txn: TransactionData | None, dialect: s
             reward, amount = _translate_one(raw, lines, ticket_left, dialect)
             target = reward.target_line
             if amount > ticket_left or (target and amount > remaining[target]):
-                raise Dropped(
-                    f"would make {'line %d' % target if target else 'the ticket'} negative"
-                )
+                where = f"line {target}" if target else "the ticket"
+                raise Dropped(f"would make {where} negative")
         except Dropped as why:
             reward_id = raw.get("reward_id", "?") if isinstance(raw, dict) else "?"
             log.warning("dropped host reward %s: %s", reward_id, why)

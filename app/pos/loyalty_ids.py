@@ -1,4 +1,4 @@
-"""What the POS put in `LoyaltyID`: a loyalty ID, a masked or truncated repeat of one, or an age check.
+"""What the POS put in `LoyaltyID`: a loyalty ID, a masked or cut repeat of one, or an age check.
 
 Passport sends a scanned driver licence as `MM/DD/YYYY,MM/DD/YYYY` (birth date, expiry) in the
 LoyaltyID element. That is an age check, never a loyalty ID: only "over 21: yes/no" survives.

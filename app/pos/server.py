@@ -7,6 +7,7 @@ other connections and the listener keep going.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import socketserver
@@ -78,10 +79,8 @@ class PosServer(socketserver.ThreadingTCPServer):
         with self._lock:
             sockets = list(self._sockets.values())
         for sock in sockets:  # wake connection threads blocked in recv
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def track(self, sock: socket.socket, info: ConnectionInfo | None) -> None:
         with self._lock:
@@ -110,7 +109,7 @@ class PosConnection(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         sock: socket.socket = self.request
-        peer = "%s:%s" % self.client_address[:2]
+        peer = "{}:{}".format(*self.client_address[:2])
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         sock.settimeout(self.server.idle_timeout_s)

@@ -43,7 +43,7 @@ class SessionStore:
         self._lock = threading.Lock()
 
     def open(self, session_id: str) -> Session:
-        """The session for a LoyaltySequenceID, or a new one (new id) when it is empty or unknown."""
+        """The session of a LoyaltySequenceID; a new one (new id) when the id is empty."""
         with self._lock:
             self._expire()
             session = self._sessions.get(session_id) if session_id else None
