@@ -33,7 +33,7 @@ class Translated:
 
 
 def trim(text: Any, limit: int) -> str:
-    return str(text or "").strip()[:limit]
+    return str(text or "").strip()[:limit].rstrip()
 
 
 def receipt_lines(lines: Any) -> list[str]:

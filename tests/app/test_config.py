@@ -1,0 +1,70 @@
+import pytest
+
+from app.config import ConfigError, load_config
+
+GOOD = """
+[pos]
+listen = "127.0.0.1:9100"
+dialect = "passport"
+[host]
+url = "https://host.example/"
+device_id = "D-1"
+site_id = "S-1001"
+token = "t"
+deadline_ms = 800
+[status]
+listen = "[::1]:8081"
+[storage]
+data_dir = "/tmp/cb"
+"""
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "connectbox.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_config(tmp_path):
+    config = load_config(_write(tmp_path, GOOD))
+    assert config.pos.listen.port == 9100 and config.pos.dialect == "passport"
+    assert config.host.url == "https://host.example" and config.host.deadline_ms == 800
+    assert config.status.listen.host == "::1"
+
+
+def test_token_file_relative_to_config(tmp_path):
+    (tmp_path / "token").write_text("secret\n")
+    config = load_config(_write(tmp_path, GOOD.replace('token = "t"', 'token_file = "token"')))
+    assert config.host.token == "secret"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("deadline_ms = 800", 'deadline_ms = "fast"'), r"\[host\] deadline_ms: must be a whole"),
+        (('dialect = "passport"', 'dialect = "ibm"'), r"\[pos\] dialect: must be one of"),
+        (('device_id = "D-1"\n', ""), r"\[host\] device_id: missing"),
+        (('token = "t"\n', ""), r"\[host\] token: missing"),
+        (("https://host.example/", "http://host.example"), r"\[host\] url: plain http"),
+        (('listen = "127.0.0.1:9100"', 'listen = "nine"'), r"\[pos\] listen: must look like"),
+        (("[storage]", '[storage]\ndatadir = "x"'), r"\[storage\] datadir: unknown key"),
+        (("[status]", "[stauts]"), r"\[stauts\]: unknown section"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, GOOD.replace(*change)))
+
+
+def test_http_allowed_for_loopback(tmp_path):
+    config = load_config(
+        _write(tmp_path, GOOD.replace("https://host.example/", "http://127.0.0.1:8700"))
+    )
+    assert config.host.url == "http://127.0.0.1:8700"
+
+
+def test_missing_file_and_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(_write(tmp_path, "[pos\n"))
