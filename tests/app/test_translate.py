@@ -58,7 +58,7 @@ def test_passport_keeps_methods_and_trims_texts():
         "N": Decimal("1.00"),
         "G": Decimal("1.00"),
     }
-    assert out.rewards[0].receipt_short == "LOYALTY "[:8] and len(out.rewards[0].receipt_long) == 24
+    assert out.rewards[0].receipt_short == "LOYALTY" and len(out.rewards[0].receipt_long) == 24
 
 
 def test_eps_gets_amount_off_only():
