@@ -2,14 +2,14 @@
 
 import json
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from app.pos.model import Request, RequestHeader, Response, Reward
 from app.pos.xmlcodec import XmlError, read_request, read_response, write_request, write_response
+from tests.conftest import SHARED
 
-CAPTURE = Path(__file__).resolve().parents[3] / "shared/field-captures/passport-12.23.jsonl"
+CAPTURE = SHARED / "field-captures/passport-12.23.jsonl"
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
