@@ -41,6 +41,7 @@ OUTSIDE_SALES_FLAG = "OutsideSalesFlag"
 TRAINING_FLAG = "TrainingModeFlag"
 REGISTER_ID = "RegisterID"
 POINTS_REDEEMED = "PointsRedeemed"
+END_PERIODS = ("FromPeriod", "ToPeriod")  # EndPeriod: each holds a BusinessPeriod
 FINAL_TOTAL = "FinalTransTotal"
 DETAIL_GROUP = "TransactionDetailGroup"
 LINE = "TransactionLine"

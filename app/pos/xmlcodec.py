@@ -88,7 +88,8 @@ def _flag(el: ET.Element | None) -> bool | None:
     """Yes/no flags come as value="yes", text "yes", "true" or "1"."""
     if el is None:
         return None
-    value = (_value(el) or "").lower()
+    # The value attribute decides; the text may be display text (<X value="yes">WELCOME</X>).
+    value = (_attr(el, "value") or _value(el) or "").lower()
     if value in ("yes", "y", "true", "1"):
         return True
     if value in ("no", "n", "false", "0"):
@@ -123,9 +124,14 @@ def read_request(payload: bytes, dialect: str = "passport") -> Request:
     )
     request = Request(stem=stem, header=header, dialect=dialect)
     known = {wire.HEADER.lower(), wire.LOYALTY_ID.lower(), wire.TRANSACTION_DATA.lower()}
+    periods = {name.lower() for name in wire.END_PERIODS}
     for child in root:
-        if _local(child.tag) not in known:
-            request.extra[_local(child.tag)] = (child.text or "").strip()
+        name = _local(child.tag)
+        if name in periods:  # EndPeriod: keep the business date of each period
+            date = _text(_child(child, wire.BUSINESS_PERIOD), wire.BUSINESS_DATE)
+            request.extra[name] = date or ""
+        elif name not in known:
+            request.extra[name] = (child.text or "").strip()
 
     loyalty = _child(root, wire.LOYALTY_ID)
     if loyalty is not None:
@@ -325,6 +331,10 @@ def write_request(request: Request, dialect: str) -> bytes:
         entry.text = request.loyalty_id.value
     if request.transaction is not None:
         _write_transaction(root, request.transaction)
+    for name in wire.END_PERIODS:
+        if request.extra.get(name.lower()):
+            period = ET.SubElement(ET.SubElement(root, name), wire.BUSINESS_PERIOD)
+            ET.SubElement(period, wire.BUSINESS_DATE).text = request.extra[name.lower()]
     if request.points_redeemed is not None:
         ET.SubElement(root, wire.POINTS_REDEEMED).text = fmt_decimal(request.points_redeemed)
     if request.final_total is not None:
