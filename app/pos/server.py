@@ -67,7 +67,9 @@ class PosServer(socketserver.ThreadingTCPServer):
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.serve_forever, name="pos-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self.serve_forever, args=(0.1,), name="pos-server", daemon=True
+        )
         self._thread.start()
         log.info(
             "POS server listening on %s:%d (dialect %s)", *self.server_address[:2], self.dialect
