@@ -67,7 +67,7 @@ class Box:
 
     @property
     def status_port(self) -> int:
-        return self.status_server.effective_port  # type: ignore[union-attr]
+        return int(self.status_server.effective_port)  # type: ignore[union-attr]
 
     def start(self) -> None:
         self.config.storage.data_dir.mkdir(parents=True, exist_ok=True)
