@@ -215,3 +215,29 @@ def test_host_500_is_a_failure_not_a_crash(reference_host, make_box):
         answer = pos.send(sim.get_rewards(counter.next(), _sale(counter), PHONE))
     assert answer.add_rewards == []
     assert "500" in box.connectivity.last_error
+
+
+def test_logs_mask_loyalty_ids(reference_host, make_box, caplog, dead_host_url):
+    caplog.set_level("DEBUG")
+    for url in (reference_host.url, dead_host_url):  # normal and failure paths both log
+        box = make_box(url, deadline_ms=300)
+        counter = sim.SequenceCounter()
+        with sim.PosClient("127.0.0.1", box.pos_server.port) as pos:
+            txn = _sale(counter)
+            first = pos.send(sim.get_rewards(counter.next(), txn, PHONE))
+            head = sim.header(counter.next(), first.header.loyalty_sequence_id)
+            pos.send(sim.finalize(head, txn, PHONE))
+        _wait_for(lambda: False, timeout=0.3)
+    assert caplog.records, "the relay logs what it does"
+    assert PHONE not in caplog.text and PHONE[:6] not in caplog.text
+    assert "0123" in caplog.text  # the masked form is there
+
+
+def test_healthz_follows_the_pos_server(reference_host, make_box):
+    import requests
+
+    box = make_box(reference_host.url)
+    url = f"http://127.0.0.1:{box.status_port}/healthz"
+    assert requests.get(url, timeout=2).status_code == 200
+    box.pos_server.stop()
+    assert requests.get(url, timeout=2).status_code == 503

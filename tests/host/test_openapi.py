@@ -107,9 +107,17 @@ def test_every_endpoint_of_the_contract_is_documented():
     assert SPEC["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
 
 
-MONEY_FIELDS = {"amount", "total", "final_total", "quantity", "unit_price",
-                "regular_price", "points_redeemed", "max_discount_per_transaction",
-                "max_offline_discount_total"}
+MONEY_FIELDS = {
+    "amount",
+    "total",
+    "final_total",
+    "quantity",
+    "unit_price",
+    "regular_price",
+    "points_redeemed",
+    "max_discount_per_transaction",
+    "max_offline_discount_total",
+}
 
 
 def _properties(node: Any):
@@ -187,19 +195,43 @@ def http(host):
 
 def rewards_request(phone: str | None = "5124671234") -> dict[str, Any]:
     body = {
-        "device_id": DEMO, "site_id": "S-1001", "session_id": "LS-9",
-        "pos": {"dialect": "passport", "vendor": "Gilbarco", "model_version": "12.23.03.02",
-                "interface_version": "1.2", "store_location_id": "S-1001", "register_id": "1",
-                "pos_transaction_id": None, "pos_sequence_id": "40464", "outside_sale": False,
-                "offline": False},
+        "device_id": DEMO,
+        "site_id": "S-1001",
+        "session_id": "LS-9",
+        "pos": {
+            "dialect": "passport",
+            "vendor": "Gilbarco",
+            "model_version": "12.23.03.02",
+            "interface_version": "1.2",
+            "store_location_id": "S-1001",
+            "register_id": "1",
+            "pos_transaction_id": None,
+            "pos_sequence_id": "40464",
+            "outside_sale": False,
+            "offline": False,
+        },
         "loyalty_id": {"value": phone, "entry_method": "scanned", "source": "reader"}
-        if phone else None,
+        if phone
+        else None,
         "customer": {"age_verified": True},
-        "basket": {"lines": [
-            {"line_number": 1, "kind": "item", "status": "normal", "code_format": "upcA",
-             "code": "012300000147", "description": "CAMEL", "department": "TOBACCO",
-             "quantity": "1", "unit_price": "8.99", "regular_price": "8.99", "amount": "8.99"},
-        ], "total": "8.99"},
+        "basket": {
+            "lines": [
+                {
+                    "line_number": 1,
+                    "kind": "item",
+                    "status": "normal",
+                    "code_format": "upcA",
+                    "code": "012300000147",
+                    "description": "CAMEL",
+                    "department": "TOBACCO",
+                    "quantity": "1",
+                    "unit_price": "8.99",
+                    "regular_price": "8.99",
+                    "amount": "8.99",
+                },
+            ],
+            "total": "8.99",
+        },
         "occurred_at": datetime.now().astimezone().isoformat(timespec="seconds"),
     }
     validate(body, request_schema("/v1/rewards", "post"))  # the test speaks the contract too
@@ -222,11 +254,16 @@ def transaction_event(event: str = "finalize") -> dict[str, Any]:
 
 def test_rewards_answers_match(http, host):
     path = "/v1/rewards"
-    answer = check(http.post(host.url + path, json=rewards_request(), headers=AUTH), path,
-                   "post", 200)
+    answer = check(
+        http.post(host.url + path, json=rewards_request(), headers=AUTH), path, "post", 200
+    )
     assert answer["rewards"][0]["value"] == "0.50"
-    check(http.post(host.url + path, json=rewards_request("5125550123"), headers=AUTH), path,
-          "post", 200)
+    check(
+        http.post(host.url + path, json=rewards_request("5125550123"), headers=AUTH),
+        path,
+        "post",
+        200,
+    )
     check(http.post(host.url + path, json=rewards_request(None), headers=AUTH), path, "post", 200)
     check(http.post(host.url + path, json=rewards_request()), path, "post", 401)
     check(http.post(host.url + path, json={"device_id": DEMO}, headers=AUTH), path, "post", 422)
@@ -240,19 +277,26 @@ def test_transaction_answers_match(http, host):
     check(http.post(host.url + path, json=event, headers=headers), path, "post", 200)
     changed = {**event, "final_total": "8.99"}
     check(http.post(host.url + path, json=changed, headers=headers), path, "post", 409)
-    check(http.post(host.url + path, json={"tenders": []}, headers={**AUTH, "Idempotency-Key":
-                                                                     "evt-2"}),
-          path, "post", 422)
+    check(
+        http.post(
+            host.url + path, json={"tenders": []}, headers={**AUTH, "Idempotency-Key": "evt-2"}
+        ),
+        path,
+        "post",
+        422,
+    )
     check(http.post(host.url + path, json=event, headers=AUTH), path, "post", 400)
 
 
 def test_batch_answer_matches(http, host):
     path = "/v1/transactions/batch"
-    batch = {"events": [
-        {"idempotency_key": "b-1", "event": transaction_event()},
-        {"idempotency_key": "b-2", "event": transaction_event("cancel")},
-        {"idempotency_key": "b-1", "event": transaction_event("reverse")},
-    ]}
+    batch = {
+        "events": [
+            {"idempotency_key": "b-1", "event": transaction_event()},
+            {"idempotency_key": "b-2", "event": transaction_event("cancel")},
+            {"idempotency_key": "b-1", "event": transaction_event("reverse")},
+        ]
+    }
     validate(batch, request_schema(path, "post"))
     answer = check(http.post(host.url + path, json=batch, headers=AUTH), path, "post", 200)
     assert [r["status"] for r in answer["results"]] == [200, 200, 409]
@@ -274,49 +318,97 @@ def test_config_and_policy_match(http, host):
 
 def test_enroll_answers_match(http, host):
     path = "/v1/enroll"
-    body = {"claim_code": "DEMO-0001", "serial": "CB-42", "model": "cb1",
-            "software_version": "0.1.0"}
+    body = {
+        "claim_code": "DEMO-0001",
+        "serial": "CB-42",
+        "model": "cb1",
+        "software_version": "0.1.0",
+    }
     validate(body, request_schema(path, "post"))
-    check(http.post(host.url + path, json=body, headers={"Idempotency-Key": "en-1"}), path,
-          "post", 200)
-    check(http.post(host.url + path, json=body, headers={"Idempotency-Key": "en-2"}), path,
-          "post", 403)
+    check(
+        http.post(host.url + path, json=body, headers={"Idempotency-Key": "en-1"}),
+        path,
+        "post",
+        200,
+    )
+    check(
+        http.post(host.url + path, json=body, headers={"Idempotency-Key": "en-2"}),
+        path,
+        "post",
+        403,
+    )
     check(http.post(host.url + path, json={"serial": "x"}), path, "post", 422)
 
 
 def test_device_management_answers_match(http, host):
     base = host.url + f"/v1/devices/{DEMO}"
-    beat = {"status": "degraded", "components": {"host": "unreachable"}, "outbox_depth": 3,
-            "oldest_pending_s": 42.5, "software_version": "0.1.0", "config_version": None,
-            "policy_version": None, "clock": datetime.now(UTC).isoformat()}
+    beat = {
+        "status": "degraded",
+        "components": {"host": "unreachable"},
+        "outbox_depth": 3,
+        "oldest_pending_s": 42.5,
+        "software_version": "0.1.0",
+        "config_version": None,
+        "policy_version": None,
+        "clock": datetime.now(UTC).isoformat(),
+    }
     heartbeat_path = "/v1/devices/{device_id}/heartbeat"
     validate(beat, request_schema(heartbeat_path, "post"))
     command_id = host.store.queue_command(DEMO, "sync_config")
-    answer = check(http.post(base + "/heartbeat", json=beat, headers=AUTH), heartbeat_path,
-                   "post", 200)
+    answer = check(
+        http.post(base + "/heartbeat", json=beat, headers=AUTH), heartbeat_path, "post", 200
+    )
     assert answer["commands"][0]["command_id"] == command_id
-    check(http.post(base + "/heartbeat", json={"status": "?"}, headers=AUTH), heartbeat_path,
-          "post", 422)
+    check(
+        http.post(base + "/heartbeat", json={"status": "?"}, headers=AUTH),
+        heartbeat_path,
+        "post",
+        422,
+    )
 
     result_path = "/v1/devices/{device_id}/commands/{command_id}/result"
     result = {"ok": True, "detail": "config 13 applied"}
     validate(result, request_schema(result_path, "post"))
     url = base + f"/commands/{command_id}/result"
-    check(http.post(url, json=result, headers={**AUTH, "Idempotency-Key": "res-1"}), result_path,
-          "post", 200)
-    check(http.post(url, json=result, headers={**AUTH, "Idempotency-Key": "res-2"}), result_path,
-          "post", 409)
-    check(http.post(base + "/commands/c-none/result", json=result, headers=AUTH), result_path,
-          "post", 404)
+    check(
+        http.post(url, json=result, headers={**AUTH, "Idempotency-Key": "res-1"}),
+        result_path,
+        "post",
+        200,
+    )
+    check(
+        http.post(url, json=result, headers={**AUTH, "Idempotency-Key": "res-2"}),
+        result_path,
+        "post",
+        409,
+    )
+    check(
+        http.post(base + "/commands/c-none/result", json=result, headers=AUTH),
+        result_path,
+        "post",
+        404,
+    )
 
     logs_path = "/v1/devices/{device_id}/logs"
     gz = {**AUTH, "Content-Type": "application/gzip", "Idempotency-Key": "log-1"}
-    check(http.post(base + "/logs", data=gzip.compress(b"x" * 1000), headers=gz), logs_path,
-          "post", 200)
+    check(
+        http.post(base + "/logs", data=gzip.compress(b"x" * 1000), headers=gz),
+        logs_path,
+        "post",
+        200,
+    )
     too_big = b"\x1f\x8b" + bytes(5 * 1024 * 1024)
-    check(http.post(base + "/logs", data=too_big, headers={**gz, "Idempotency-Key": "log-2"}),
-          logs_path, "post", 413)
+    check(
+        http.post(base + "/logs", data=too_big, headers={**gz, "Idempotency-Key": "log-2"}),
+        logs_path,
+        "post",
+        413,
+    )
 
     token_path = "/v1/devices/{device_id}/token"
-    check(http.post(base + "/token", headers={**AUTH, "Idempotency-Key": "tok-1"}), token_path,
-          "post", 200)
+    check(
+        http.post(base + "/token", headers={**AUTH, "Idempotency-Key": "tok-1"}),
+        token_path,
+        "post",
+        200,
+    )

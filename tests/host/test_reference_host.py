@@ -55,9 +55,15 @@ def rewards_body(phone: str | None = VALID_PHONE) -> dict:
         "site_id": "S-1001",
         "session_id": "LS-1",
         "pos": {
-            "dialect": "passport", "vendor": "Gilbarco", "model_version": "12.23.03.02",
-            "interface_version": "1.2", "store_location_id": "S-1001", "register_id": "1",
-            "pos_transaction_id": "8812", "pos_sequence_id": "40464", "outside_sale": False,
+            "dialect": "passport",
+            "vendor": "Gilbarco",
+            "model_version": "12.23.03.02",
+            "interface_version": "1.2",
+            "store_location_id": "S-1001",
+            "register_id": "1",
+            "pos_transaction_id": "8812",
+            "pos_sequence_id": "40464",
+            "outside_sale": False,
             "offline": False,
         },
         "loyalty_id": (
@@ -67,15 +73,28 @@ def rewards_body(phone: str | None = VALID_PHONE) -> dict:
         "basket": {
             "lines": [
                 {
-                    "line_number": 1, "kind": "item", "status": "normal", "code_format": "upcA",
-                    "code": "028200003843", "description": "MARLBORO GOLD BOX",
-                    "department": "TOBACCO", "quantity": "2", "unit_price": "9.49",
-                    "regular_price": "9.49", "amount": "18.98",
+                    "line_number": 1,
+                    "kind": "item",
+                    "status": "normal",
+                    "code_format": "upcA",
+                    "code": "028200003843",
+                    "description": "MARLBORO GOLD BOX",
+                    "department": "TOBACCO",
+                    "quantity": "2",
+                    "unit_price": "9.49",
+                    "regular_price": "9.49",
+                    "amount": "18.98",
                 },
                 {
-                    "line_number": 2, "kind": "fuel", "status": "normal", "grade": "001",
-                    "fuel_position": "3", "quantity": "10.000", "unit_price": "3.459",
-                    "amount": "34.59", "prepay": True,
+                    "line_number": 2,
+                    "kind": "fuel",
+                    "status": "normal",
+                    "grade": "001",
+                    "fuel_position": "3",
+                    "quantity": "10.000",
+                    "unit_price": "3.459",
+                    "amount": "34.59",
+                    "prepay": True,
                 },
             ],
             "total": "53.57",
@@ -153,8 +172,12 @@ def test_tobacco_sale_with_a_valid_phone_gets_the_discount(http, host):
     assert answer["loyalty_id_valid"] is True
     assert answer["rewards"] == [
         {
-            "reward_id": "scan-data-1", "target_line": 1, "method": "amount_off",
-            "value": "1.00", "limit_quantity": 2, "receipt_short": "LOYALTY",
+            "reward_id": "scan-data-1",
+            "target_line": 1,
+            "method": "amount_off",
+            "value": "1.00",
+            "limit_quantity": 2,
+            "receipt_short": "LOYALTY",
             "receipt_long": "TOBACCO LOYALTY DISCOUNT",
         }
     ]
@@ -185,12 +208,19 @@ def test_no_loyalty_id_gets_a_prompt_and_no_discount(http, host):
 
 def test_daily_limit_counts_discounted_finalizes(http, host):
     for _ in range(5):
-        reply = call(http, host, "POST", "/v1/transactions", key=str(uuid.uuid4()),
-                     json=finalize_body("(512) 467-1234"))
+        reply = call(
+            http,
+            host,
+            "POST",
+            "/v1/transactions",
+            key=str(uuid.uuid4()),
+            json=finalize_body("(512) 467-1234"),
+        )
         assert reply.status_code == 200
     # A sale without a discount does not count.
-    call(http, host, "POST", "/v1/transactions", key="no-discount", json=finalize_body(
-        discount=None))
+    call(
+        http, host, "POST", "/v1/transactions", key="no-discount", json=finalize_body(discount=None)
+    )
     assert call(http, host, "POST", "/v1/rewards", json=rewards_body()).json()["rewards"] == []
     other = call(http, host, "POST", "/v1/rewards", json=rewards_body("2125550200")).json()
     assert other["rewards"]
@@ -265,7 +295,11 @@ def test_batch_judges_each_event_as_if_alone(http, host):
     assert reply.status_code == 200, reply.text
     results = reply.json()["results"]
     assert [(r["idempotency_key"], r["status"]) for r in results] == [
-        ("ev-1", 200), ("ev-2", 200), ("ev-1", 409), ("ev-3", 422), (None, 422),
+        ("ev-1", 200),
+        ("ev-2", 200),
+        ("ev-1", 409),
+        ("ev-3", 422),
+        (None, 422),
     ]
     assert results[0]["receipt_lines"] == ["Loyalty savings $1.00"]
     assert results[1]["receipt_lines"] == []
@@ -322,9 +356,15 @@ def test_signed_policy_verifies_with_the_test_key(http, host):
 def test_policy_file_override(tmp_path):
     policy = {
         "policy_version": 3,
-        "programs": [{"program_id": "p", "kind": "scan_data", "loyalty_id": "us_phone",
-                      "eligible": {"upcs": [], "departments": ["TOBACCO"]},
-                      "discount": {"method": "amount_off", "value": "0.25", "per": "unit"}}],
+        "programs": [
+            {
+                "program_id": "p",
+                "kind": "scan_data",
+                "loyalty_id": "us_phone",
+                "eligible": {"upcs": [], "departments": ["TOBACCO"]},
+                "discount": {"method": "amount_off", "value": "0.25", "per": "unit"},
+            }
+        ],
     }
     path = tmp_path / "policy.json"
     path.write_text(json.dumps(policy))
@@ -332,13 +372,16 @@ def test_policy_file_override(tmp_path):
         session = requests.Session()
         session.trust_env = False
         headers = {"Authorization": "Bearer demo-token"}
-        answer = session.post(other.url + "/v1/rewards", json=rewards_body(), headers=headers,
-                              timeout=5).json()
+        answer = session.post(
+            other.url + "/v1/rewards", json=rewards_body(), headers=headers, timeout=5
+        ).json()
         assert [(r["reward_id"], r["value"]) for r in answer["rewards"]] == [("p-1", "0.50")]
-        config = session.get(other.url + f"/v1/devices/{DEMO}/config", headers=headers,
-                             timeout=5).json()
-        doc = verify_policy(config["policy"], {"test-k1": keys.TEST_PUBLIC_KEY_B64}, "S-1001",
-                            datetime.now(UTC))
+        config = session.get(
+            other.url + f"/v1/devices/{DEMO}/config", headers=headers, timeout=5
+        ).json()
+        doc = verify_policy(
+            config["policy"], {"test-k1": keys.TEST_PUBLIC_KEY_B64}, "S-1001", datetime.now(UTC)
+        )
         assert doc["policy_version"] == 3
 
 
@@ -346,16 +389,25 @@ def test_policy_file_override(tmp_path):
 
 
 def test_enroll_with_a_claim_code(http, host):
-    body = {"claim_code": "DEMO-0001", "serial": "CB-0001", "model": "cb1",
-            "software_version": "0.1.0"}
+    body = {
+        "claim_code": "DEMO-0001",
+        "serial": "CB-0001",
+        "model": "cb1",
+        "software_version": "0.1.0",
+    }
     reply = call(http, host, "POST", "/v1/enroll", token=None, key="enroll-1", json=body)
     assert reply.status_code == 200, reply.text
     enrolled = reply.json()
     assert enrolled["site_id"] == "S-1001" and enrolled["device_id"].startswith("D-")
     assert enrolled["config"]["policy"]["key_id"] == "test-k1"
     # The new token works for the new device.
-    mine = call(http, host, "GET", f"/v1/devices/{enrolled['device_id']}/config",
-                token=enrolled["device_token"])
+    mine = call(
+        http,
+        host,
+        "GET",
+        f"/v1/devices/{enrolled['device_id']}/config",
+        token=enrolled["device_token"],
+    )
     assert mine.status_code == 200
     # A lost answer replayed with the same key gets the same enrollment...
     replay = call(http, host, "POST", "/v1/enroll", token=None, key="enroll-1", json=body)
@@ -372,9 +424,16 @@ def test_enroll_with_a_claim_code(http, host):
 
 
 def heartbeat(http, host, token="demo-token"):
-    body = {"status": "online", "components": {}, "outbox_depth": 0, "oldest_pending_s": 0,
-            "software_version": "0.1.0", "config_version": 1, "policy_version": 7,
-            "clock": datetime.now(UTC).isoformat()}
+    body = {
+        "status": "online",
+        "components": {},
+        "outbox_depth": 0,
+        "oldest_pending_s": 0,
+        "software_version": "0.1.0",
+        "config_version": 1,
+        "policy_version": 7,
+        "clock": datetime.now(UTC).isoformat(),
+    }
     return call(http, host, "POST", f"/v1/devices/{DEMO}/heartbeat", token=token, json=body)
 
 
@@ -393,13 +452,15 @@ def test_heartbeat_returns_queued_commands_until_their_result(http, host):
     assert_error(call(http, host, "POST", path, json={"ok": False}), 409)
     assert call(http, host, "POST", path, key="r-1", json=result).status_code == 200
     assert host.store.commands()[0]["result"] == result
-    assert_error(call(http, host, "POST", f"/v1/devices/{DEMO}/commands/c-x/result",
-                      json=result), 404)
+    assert_error(
+        call(http, host, "POST", f"/v1/devices/{DEMO}/commands/c-x/result", json=result), 404
+    )
 
 
 def test_heartbeat_is_validated_and_recorded(http, host):
-    assert_error(call(http, host, "POST", f"/v1/devices/{DEMO}/heartbeat",
-                      json={"status": "sleepy"}), 422)
+    assert_error(
+        call(http, host, "POST", f"/v1/devices/{DEMO}/heartbeat", json={"status": "sleepy"}), 422
+    )
     assert heartbeat(http, host).status_code == 200
     beats = http.get(host.url + "/_sim/heartbeats", timeout=5).json()["heartbeats"]
     assert [b["status"] for b in beats] == ["online"]
@@ -420,11 +481,13 @@ def test_logs_upload_and_size_limit(http, host):
     assert host.store.logs()[0]["content"] == small
     huge = gzip.compress(b"")[:10] + bytes(5 * 1024 * 1024)
     assert_error(call(http, host, "POST", path, key="log-2", data=huge, headers=dict(gz)), 413)
-    plain = call(http, host, "POST", path, key="log-3", data=b"text",
-                 headers={"Content-Type": "text/plain"})
+    plain = call(
+        http, host, "POST", path, key="log-3", data=b"text", headers={"Content-Type": "text/plain"}
+    )
     assert_error(plain, 415)
-    assert_error(call(http, host, "POST", path, key="log-4", data=b"not gzip", headers=dict(gz)),
-                 422)
+    assert_error(
+        call(http, host, "POST", path, key="log-4", data=b"not gzip", headers=dict(gz)), 422
+    )
     assert len(host.store.logs()) == 1
 
 
@@ -495,8 +558,10 @@ def test_stop_releases_a_hanging_request():
     def hang():
         try:
             outcome["status"] = session.post(
-                other.url + "/v1/rewards", json=rewards_body(),
-                headers={"Authorization": "Bearer demo-token"}, timeout=10,
+                other.url + "/v1/rewards",
+                json=rewards_body(),
+                headers={"Authorization": "Bearer demo-token"},
+                timeout=10,
             ).status_code
         except requests.RequestException as exc:
             outcome["error"] = exc
@@ -517,8 +582,12 @@ def test_store_survives_a_restart_in_a_file(tmp_path):
     with start_in_thread(store=HostStore(path)) as first:
         session = requests.Session()
         session.trust_env = False
-        session.post(first.url + "/v1/transactions", json=finalize_body(), timeout=5,
-                     headers={"Authorization": "Bearer demo-token", "Idempotency-Key": "p1"})
+        session.post(
+            first.url + "/v1/transactions",
+            json=finalize_body(),
+            timeout=5,
+            headers={"Authorization": "Bearer demo-token", "Idempotency-Key": "p1"},
+        )
         first.store.close()
     store = HostStore(path)
     assert [e["idempotency_key"] for e in store.events()] == ["p1"]

@@ -48,13 +48,27 @@ def item(number, quantity="2", amount="18.98", code="028200003843", department="
 
 
 FUEL = {
-    "line_number": 2, "kind": "fuel", "status": "normal", "grade": "001", "fuel_position": "3",
-    "quantity": "10.000", "unit_price": "3.459", "amount": "34.59", "prepay": True,
+    "line_number": 2,
+    "kind": "fuel",
+    "status": "normal",
+    "grade": "001",
+    "fuel_position": "3",
+    "quantity": "10.000",
+    "unit_price": "3.459",
+    "amount": "34.59",
+    "prepay": True,
 }
 
 
-def run(prog=None, lines=None, loyalty_id=PHONE, age_verified=None, today=TODAY, count=0,
-        subscription=date(2027, 6, 30)) -> Decision:
+def run(
+    prog=None,
+    lines=None,
+    loyalty_id=PHONE,
+    age_verified=None,
+    today=TODAY,
+    count=0,
+    subscription=date(2027, 6, 30),
+) -> Decision:
     return evaluate(
         prog or program(),
         lines if lines is not None else [item(1), FUEL],
