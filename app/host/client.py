@@ -48,6 +48,8 @@ class HostClient:
         self.device_id = device_id
         self.timeout_s = timeout_s
         self.verify: bool | str = ca_file or True
+        self.last_date_header: str | None = None
+        """The host's `Date` header of the latest answer (clock-skew checks)."""
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -70,19 +72,27 @@ class HostClient:
             headers["Idempotency-Key"] = idempotency_key
         return headers
 
-    def post(self, path: str, body: dict[str, Any], idempotency_key: str | None = None) -> Any:
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One HTTP call; connection problems and timeouts become HostError."""
+        headers = {
+            **self._headers(kwargs.pop("idempotency_key", None)),
+            **kwargs.pop("headers", {}),
+        }
         try:
-            reply = self._session().post(
-                self.base + path,
-                json=body,
-                headers=self._headers(idempotency_key),
-                timeout=self.timeout_s,
+            reply = self._session().request(
+                method, self.base + path, headers=headers, timeout=self.timeout_s, **kwargs
             )
         except requests.Timeout:
             raise HostError(f"no answer from the host within {self.timeout_s:g} s") from None
         except requests.RequestException as exc:
             raise HostError(f"cannot reach the host: {_reason(exc)}") from None
-        return _json_or_raise(reply)
+        self.last_date_header = reply.headers.get("Date")
+        return reply
+
+    def post(self, path: str, body: dict[str, Any], idempotency_key: str | None = None) -> Any:
+        return _json_or_raise(
+            self.request("POST", path, json=body, idempotency_key=idempotency_key)
+        )
 
     # The calls of host-api.md the relay makes.
 
@@ -91,6 +101,23 @@ class HostClient:
 
     def transaction(self, body: dict[str, Any], event_id: str) -> dict[str, Any]:
         return self.post("/v1/transactions", body, idempotency_key=event_id)
+
+    def transactions_batch(self, events: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """Deliver (idempotency key, event) pairs in one call; the per-event results, in order."""
+        body = {"events": [{"idempotency_key": key, "event": event} for key, event in events]}
+        answer = self.post("/v1/transactions/batch", body)
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list) or len(results) != len(events):
+            raise HostError("batch answer does not list one result per event", 200)
+        return results
+
+    def config(self, etag: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
+        """GET the device config: (config, ETag), or (None, etag) when unchanged (304)."""
+        headers = {"If-None-Match": etag} if etag else {}
+        reply = self.request("GET", f"/v1/devices/{self.device_id}/config", headers=headers)
+        if reply.status_code == 304:
+            return None, etag
+        return _json_or_raise(reply), reply.headers.get("ETag")
 
 
 def _json_or_raise(reply: requests.Response) -> Any:
