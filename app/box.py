@@ -1,8 +1,9 @@
 """The Box: one object that holds every part of the running service, built once at start-up.
 
-Parts: host client and relay (with the connectivity state), session store, the loyalty service
-the POS talks to, the POS TCP server and the status web server. `start()` brings them up in
-order, `stop()` takes them down in reverse; `run()` is the process's main loop under systemd.
+Parts: host client and relay (with the connectivity state), the journal and its outbox, the
+signed policy and the offline engine, session store, the loyalty service the POS talks to, the
+POS TCP server and the status web server. `start()` brings them up in order, `stop()` takes them
+down in reverse; `run()` is the process's main loop under systemd.
 """
 
 from __future__ import annotations
@@ -21,12 +22,18 @@ from app.host.client import HostClient
 from app.host.connectivity import HostConnectivity
 from app.host.payload import Identity
 from app.host.relay import HostRelay
+from app.journal import Journal
+from app.offline.engine import OfflineEngine
+from app.offline.policy import PolicyManager
+from app.outbox import Outbox
 from app.pos.server import PosServer
 from app.pos.service import LoyaltyService
 from app.pos.sessions import SessionStore
 from app.status.web import create_app
 
 log = logging.getLogger("connectbox")
+HOUSEKEEPING_S = 5.0
+LAST_HOST_CONTACT = "host_last_ok_at"  # journal state key, read by the offline engine
 
 
 class Box:
@@ -42,14 +49,29 @@ class Box:
             ca_file=config.host.ca_file,
         )
         self.relay = HostRelay(self.connectivity)
+        data_dir = config.storage.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(data_dir / "journal.db")
+        self.outbox = Outbox(self.journal, self.host_client, self.connectivity)
+        self.policies = PolicyManager(
+            self.host_client,
+            config.policy.trusted_keys,
+            config.host.site_id,
+            data_dir / "policy.json",
+        )
+        self.engine = OfflineEngine(self.policies, self.journal)
         self.sessions = SessionStore(ttl_s=config.pos.session_timeout_s)
         self.service = LoyaltyService(
             Identity(config.host.device_id, config.host.site_id),
             self.host_client,
             self.relay,
             self.sessions,
+            self.journal,
+            self.outbox,
+            self.engine,
             deadline_s=config.host.deadline_ms / 1000,
         )
+        self.connectivity.on_change(self._host_changed)
         listen = config.pos.listen
         self.pos_server = PosServer(
             (listen.host, listen.port),
@@ -64,13 +86,19 @@ class Box:
         )
         self._status_thread: threading.Thread | None = None
         self._stopped = threading.Event()
+        self._closed = False
 
     @property
     def status_port(self) -> int:
         return int(self.status_server.effective_port)  # type: ignore[union-attr]
 
     def start(self) -> None:
-        self.config.storage.data_dir.mkdir(parents=True, exist_ok=True)
+        self.policies.start(self.config.policy.refresh_s)
+        self.outbox.start()
+        self._housekeeping = threading.Thread(
+            target=self._housekeep, name="housekeeping", daemon=True
+        )
+        self._housekeeping.start()
         self.pos_server.start()
         self._status_thread = threading.Thread(
             target=self.status_server.run, name="status-web", daemon=True
@@ -91,7 +119,12 @@ class Box:
         log.info("stopping")
         self.pos_server.stop()
         self.status_server.close()
+        self.outbox.stop()
+        self.policies.stop()
         self.relay.close()
+        self._save_last_host_contact()
+        self._closed = True
+        self.journal.close()
 
     def run(self) -> None:
         """Run until SIGTERM or SIGINT, telling systemd when ready and feeding its watchdog."""
@@ -110,6 +143,24 @@ class Box:
             self.stop()
         log.info("stopped")
 
+    def _host_changed(self, online: bool) -> None:
+        self._save_last_host_contact()
+        if online:
+            self.outbox.retry_now()
+
+    def _housekeep(self) -> None:
+        while not self._stopped.wait(HOUSEKEEPING_S):
+            self._save_last_host_contact()
+
+    def _save_last_host_contact(self) -> None:
+        """Keep the last time the host answered durable: offline hours count from it."""
+        last_ok = self.connectivity.last_ok
+        if last_ok is None or self._closed:
+            return
+        saved = self.journal.get_state(LAST_HOST_CONTACT)
+        if saved is None or float(saved) < last_ok - 1:
+            self.journal.set_state(LAST_HOST_CONTACT, repr(last_ok))
+
     def status(self) -> dict[str, Any]:
         return {
             "version": __version__,
@@ -119,5 +170,7 @@ class Box:
             "pos": {**self.pos_server.snapshot(), "open_sessions": len(self.sessions)},
             "host": {"url": self.config.host.url, **self.connectivity.snapshot()},
             "counters": self.service.counters.snapshot(),
-            "failed_events": list(self.service.failed_events),
+            "outbox": self.outbox.snapshot(),
+            "journal": {"recovered_from": self.journal.recovered_from, **self.journal.stats()},
+            "policy": self.policies.snapshot(),
         }

@@ -7,6 +7,8 @@ Unknown keys are errors too: a misspelt key would otherwise be silently ignored.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import tomllib
@@ -63,6 +65,12 @@ class StorageConfig:
 
 
 @dataclass
+class PolicyConfig:
+    trusted_keys: dict[str, str] = field(default_factory=dict)
+    refresh_s: int = 300
+
+
+@dataclass
 class LogConfig:
     level: str = "INFO"
 
@@ -73,6 +81,7 @@ class Config:
     host: HostConfig = field(default_factory=HostConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<built-in>"
 
@@ -100,7 +109,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
-    sections = {"pos", "host", "status", "storage", "log"}
+    sections = {"pos", "host", "status", "storage", "policy", "log"}
     for name in raw:
         if name not in sections:
             raise ConfigError(f"config error: [{name}]: unknown section")
@@ -143,6 +152,11 @@ def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
     storage = reader.section("storage", {"data_dir"})
     config.storage = StorageConfig(
         data_dir=Path(storage.string("data_dir", str(config.storage.data_dir)))
+    )
+    policy = reader.section("policy", {"trusted_keys", "refresh_s"})
+    config.policy = PolicyConfig(
+        trusted_keys=policy.public_keys("trusted_keys"),
+        refresh_s=policy.integer("refresh_s", 300, 10, 86400),
     )
     log = reader.section("log", {"level"})
     config.log = LogConfig(level=log.choice("level", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"))
@@ -198,6 +212,20 @@ class _Reader:
         ):
             raise self.fail(key, f"must be a number from {low:g} to {high:g} (got {value!r})")
         return float(value)
+
+    def public_keys(self, key: str) -> dict[str, str]:
+        """key_id -> base64 of a 32-byte raw Ed25519 public key."""
+        value = self.raw.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, 'must be a table like { k1 = "<base64 public key>" }')
+        for key_id, encoded in value.items():
+            try:
+                raw = base64.b64decode(encoded, validate=True)
+            except (TypeError, ValueError, binascii.Error):
+                raw = b""
+            if len(raw) != 32:
+                raise self.fail(f"{key}.{key_id}", "must be the base64 of a 32-byte public key")
+        return dict(value)
 
     def listen(self, key: str, default: Listen) -> Listen:
         value = self.raw.get(key)

@@ -13,7 +13,16 @@ import threading
 from pathlib import Path
 
 from app.box import Box
-from app.config import Config, HostConfig, Listen, PosConfig, StatusConfig, StorageConfig
+from app.config import (
+    Config,
+    HostConfig,
+    Listen,
+    PolicyConfig,
+    PosConfig,
+    StatusConfig,
+    StorageConfig,
+)
+from app.host.reference.keys import TEST_KEY_ID, TEST_PUBLIC_KEY_B64
 from app.logs import setup_logging
 
 DEMO_DEVICE = ("D-DEMO", "demo-token", "S-1001")
@@ -26,6 +35,8 @@ def demo_config(host_url: str, pos_port: int, status_port: int, data_dir: Path) 
         host=HostConfig(url=host_url, device_id=device_id, site_id=site_id, token=token),
         status=StatusConfig(listen=Listen("127.0.0.1", status_port)),
         storage=StorageConfig(data_dir=data_dir),
+        # The reference host signs its policy with a public TEST key; only the demo trusts it.
+        policy=PolicyConfig(trusted_keys={TEST_KEY_ID: TEST_PUBLIC_KEY_B64}),
         source="<demo>",
     )
 

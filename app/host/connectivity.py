@@ -28,6 +28,11 @@ class HostConnectivity:
     def online(self) -> bool:
         return bool(self._online)
 
+    @property
+    def known_down(self) -> bool:
+        """The last call failed (not merely: no call yet)."""
+        return self._online is False
+
     def on_change(self, listener: Callable[[bool], None]) -> None:
         self._listeners.append(listener)
 

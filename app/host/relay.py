@@ -8,6 +8,7 @@ timeout), so a slow host costs threads for a while, never the POS's time.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +28,7 @@ class Outcome:
     error: HostError | None = None
     timed_out: bool = False
     waited_s: float = 0.0
+    skipped: bool = False  # not asked: the host is known to be down
 
     @property
     def ok(self) -> bool:
@@ -37,10 +39,21 @@ class HostRelay:
     def __init__(self, connectivity: HostConnectivity, workers: int = 16) -> None:
         self.connectivity = connectivity
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host")
+        self._probe: Future[Any] | None = None
+        self._probe_lock = threading.Lock()
 
     def call(self, fn: Callable[[], Any], deadline: float, label: str) -> Outcome:
-        """Run `fn` on a worker; wait until the monotonic `deadline` at the latest."""
+        """Run `fn` on a worker; wait until the monotonic `deadline` at the latest.
+
+        While the host is known to be down, do not make the POS wait: answer at once and let
+        one background probe at a time find out when the host is back.
+        """
         started = time.monotonic()
+        if self.connectivity.known_down:
+            with self._probe_lock:
+                if self._probe is None or self._probe.done():
+                    self._probe = self.submit(fn, f"{label} (probe)")
+            return Outcome(error=HostError("host known to be down"), skipped=True)
         future: Future[Any] = self._pool.submit(self._tracked, fn, label)
         try:
             answer = future.result(timeout=max(0.0, deadline - started))
@@ -60,7 +73,10 @@ class HostRelay:
             answer = fn()
         except HostError as exc:
             log.warning("%s: %s", label, exc)
-            self.connectivity.failed(str(exc), unauthorized=exc.unauthorized)
+            if exc.retryable or exc.unauthorized:
+                self.connectivity.failed(str(exc), unauthorized=exc.unauthorized)
+            else:
+                self.connectivity.ok()  # it answered: reachable, just not pleased with us
             raise
         self.connectivity.ok()
         return answer

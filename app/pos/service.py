@@ -10,11 +10,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import threading
 import time
 import uuid
-from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -23,13 +22,17 @@ from typing import Any
 from app.host.client import HostClient
 from app.host.payload import Identity, rewards_body, transaction_body
 from app.host.relay import HostRelay
-from app.host.translate import Translated, receipt_lines, translate_rewards, trim
+from app.host.translate import receipt_lines, translate_rewards, trim
+from app.journal import Journal
 from app.logs import mask_id
 from app.money import ZERO, fmt_money
+from app.offline.engine import OfflineEngine
+from app.outbox import Outbox
 from app.pos import wire
 from app.pos.loyalty_ids import read_age_check, resolve
 from app.pos.model import Request, Response
 from app.pos.sessions import Session, SessionStore
+from app.programs.nanp import normalize_us_phone
 from app.stats import Counters
 
 log = logging.getLogger("connectbox.pos")
@@ -50,6 +53,9 @@ class LoyaltyService:
         client: HostClient,
         relay: HostRelay,
         sessions: SessionStore,
+        journal: Journal,
+        outbox: Outbox,
+        engine: OfflineEngine,
         deadline_s: float = 1.5,
         today: Callable[[], date] = date.today,
     ) -> None:
@@ -57,12 +63,12 @@ class LoyaltyService:
         self.client = client
         self.relay = relay
         self.sessions = sessions
+        self.journal = journal
+        self.outbox = outbox
+        self.engine = engine
         self.deadline_s = deadline_s
         self.today = today
         self.counters = Counters()
-        self.failed_events: deque[dict[str, str]] = deque(maxlen=200)
-        self._answered: OrderedDict[str, Response] = OrderedDict()  # event id -> first answer
-        self._answered_lock = threading.Lock()
         self._handlers: dict[str, Callable[[Request, float], Handled]] = {
             "GetLoyaltyOnlineStatus": self._online_status,
             "GetRewards": self._get_rewards,
@@ -91,7 +97,9 @@ class LoyaltyService:
 
     def _online_status(self, request: Request, deadline: float) -> Handled:
         response = _answer(request)
-        response.prompt_for_loyalty = True
+        # "no" only when the box knows it can give no rewards at all: host down and no policy.
+        down = self.relay.connectivity.known_down
+        response.prompt_for_loyalty = self.engine.prompt_for_loyalty() if down else True
         return Handled(response)
 
     def _get_rewards(self, request: Request, deadline: float) -> Handled:
@@ -115,22 +123,30 @@ class LoyaltyService:
         outcome = self.relay.call(lambda: self.client.rewards(body), deadline, label)
 
         response = _answer(request, session.session_id)
-        translated = Translated()
         answer = outcome.answer if outcome.ok and isinstance(outcome.answer, dict) else None
         if answer is not None:
             translated = translate_rewards(answer.get("rewards"), txn, request.dialect)
             response.receipt_lines = receipt_lines(answer.get("receipt_lines"))
-            session.decided_by = "host"
+            session.decision = {"origin": "host", "policy_version": None, "rule": None}
+            valid = bool(answer.get("loyalty_id_valid", True))
+            text = answer.get("display_text") or ("WELCOME" if valid else "INVALID LOYALTY ID")
         else:
-            self.counters.add("rewards.timeout" if outcome.timed_out else "rewards.host_error")
-            session.decided_by = "none"
+            self.counters.add(_failure_counter(outcome))
+            offline = self.engine.decide(body)
+            translated = translate_rewards(offline.rewards, txn, request.dialect)
+            session.decision = {
+                "origin": "offline",
+                "policy_version": offline.policy_version,
+                "rule": offline.rule,
+            }
+            # Tell the POS nothing false: the ID was accepted offline (or failed the check).
+            valid = offline.loyalty_id_valid is not False
+            text = ACCEPTED_OFFLINE_TEXT if valid else "INVALID LOYALTY ID"
+            self.counters.add(f"offline.{offline.rule}")
 
         if session.loyalty_id:
-            valid = bool(answer.get("loyalty_id_valid", True)) if answer else True
             response.loyalty_id_valid = valid
-            default = "WELCOME" if valid else "INVALID LOYALTY ID"
-            text = answer.get("display_text") if answer else ACCEPTED_OFFLINE_TEXT
-            response.loyalty_id_text = trim(text or default, wire.RECEIPT_LINE_MAX)
+            response.loyalty_id_text = trim(text, wire.RECEIPT_LINE_MAX)
         elif age_checked:
             response.loyalty_id_valid = True
             over = session.age_verified
@@ -144,6 +160,15 @@ class LoyaltyService:
         response.add_rewards = translated.rewards
         session.granted = {r.reward_id: r for r in translated.rewards}
         session.amounts = dict(translated.amounts)
+        # Committed before the POS hears the decision: the audit trail and the offline limits.
+        self.journal.record_decision(
+            session.session_id,
+            session.decision["origin"],
+            body,
+            session.decision,
+            discount=sum(translated.amounts.values(), ZERO),
+            loyalty_key=_loyalty_key(session.loyalty_id),
+        )
         self.counters.add("rewards.granted", len(translated.rewards))
         return Handled(response, outcome.waited_s)
 
@@ -164,29 +189,29 @@ class LoyaltyService:
         return False
 
     def _finalize(self, request: Request, deadline: float) -> Handled:
-        head = request.header
-        session = self.sessions.get(head.loyalty_sequence_id)
+        session = self.sessions.get(request.header.loyalty_sequence_id)
         event_id = self._event_id("finalize", request, session)
         earlier = self._earlier_answer(event_id, request)
         if earlier is not None:
             self.counters.add("finalize.resent")
             return Handled(earlier)
-
         response = _answer(request, session.session_id if session else "")
         body = self._event_body("finalize", request, session)
-        outcome = self._deliver(body, event_id, deadline)
-        if outcome is not None and isinstance(outcome.answer, dict):
-            response.receipt_lines = receipt_lines(outcome.answer.get("receipt_lines"))
-        self._remember(event_id, response)
+        self._journal_event(event_id, body, session)
+        waited = self._deliver_now(body, event_id, deadline)
+        if waited.answer is not None:
+            response.receipt_lines = receipt_lines(waited.answer.get("receipt_lines"))
+        self.journal.set_answer(event_id, {"receipt_lines": response.receipt_lines})
         if session is not None:
             self.sessions.drop(session.session_id)
-        return Handled(response, outcome.waited_s if outcome else 0.0)
+        return Handled(response, waited.waited_s)
 
     def _cancel(self, request: Request, deadline: float) -> Handled:
         session = self.sessions.drop(request.header.loyalty_sequence_id)
         if session is not None:
             event_id = self._event_id("cancel", request, session)
-            self._deliver(self._event_body("cancel", request, session), event_id, None)
+            self._journal_event(event_id, self._event_body("cancel", request, session), session)
+            self.outbox.wake()
         return Handled(_answer(request, request.header.loyalty_sequence_id))
 
     def _reverse(self, request: Request, deadline: float) -> Handled:
@@ -194,10 +219,10 @@ class LoyaltyService:
         earlier = self._earlier_answer(event_id, request)
         if earlier is not None:
             return Handled(earlier)
-        response = _answer(request)
-        self._deliver(self._event_body("reverse", request, None), event_id, None)
-        self._remember(event_id, response)
-        return Handled(response)
+        self._journal_event(event_id, self._event_body("reverse", request, None), None)
+        self.journal.set_answer(event_id, {"receipt_lines": []})
+        self.outbox.wake()
+        return Handled(_answer(request))
 
     # ---- transaction events -------------------------------------------------------------
 
@@ -232,52 +257,69 @@ class LoyaltyService:
                 session.age_verified if session else None,
             )
         applied = _rewards_applied(request, session)
-        if session is not None and session.decided_by == "host":
-            decision = {"origin": "host", "policy_version": None, "rule": None}
+        if session is not None and session.decision:
+            decision = dict(session.decision)
         elif request.header.offline:
             decision = {"origin": "offline", "policy_version": None, "rule": "pos_stored_offline"}
         else:
-            decision = {"origin": "offline", "policy_version": None, "rule": "no_host_answer"}
+            decision = {"origin": "offline", "policy_version": None, "rule": "no_session"}
         return transaction_body(base, event, request, applied, decision)
 
-    def _deliver(self, body: dict[str, Any], event_id: str, deadline: float | None):
-        """Send an event now; wait for it until `deadline` (None: do not wait)."""
+    def _journal_event(self, event_id: str, body: dict[str, Any], session: Session | None) -> None:
+        """Commit the event before the POS is answered; the outbox delivers it if we do not."""
+        discount = sum((Decimal(r["amount"]) for r in body["rewards_applied"]), ZERO)
+        loyalty = body.get("loyalty_id") or {}
+        self.journal.add_event(
+            event_id,
+            body["event"],
+            body,
+            loyalty_key=_loyalty_key(loyalty.get("value")),
+            day=self.today().isoformat(),
+            discount=discount,
+            origin=body["decision"]["origin"],
+        )
+        self.counters.add(f"events.journaled.{body['event']}")
+
+    def _deliver_now(self, body: dict[str, Any], event_id: str, deadline: float) -> _Waited:
+        """Try to deliver inside the POS deadline (for receipt lines); else the outbox will."""
+        started = time.monotonic()
+        if self.relay.connectivity.known_down:
+            self.outbox.wake()
+            return _Waited(None, 0.0)
+        self.outbox.claim(event_id)
         label = f"{body['event']} event {event_id}"
         future = self.relay.submit(lambda: self.client.transaction(body, event_id), label)
-        future.add_done_callback(lambda f: self._record_delivery(f, event_id, body["event"]))
-        if deadline is None:
-            return None
-        started = time.monotonic()
+        future.add_done_callback(lambda f: self._delivered_now(f, event_id))
         try:
             answer = future.result(timeout=max(0.0, deadline - started))
         except Exception:
-            return _Waited(None, time.monotonic() - started)
-        return _Waited(answer, time.monotonic() - started)
+            answer = None
+        waited = time.monotonic() - started
+        return _Waited(answer if isinstance(answer, dict) else None, waited)
 
-    def _record_delivery(self, future, event_id: str, event: str) -> None:
-        error = future.exception()
-        if error is None:
-            self.counters.add(f"events.delivered.{event}")
-            return
-        self.counters.add(f"events.failed.{event}")
-        self.failed_events.append({"event_id": event_id, "event": event, "reason": str(error)})
-        log.error("%s event %s not delivered: %s", event, event_id, error)
+    def _delivered_now(self, future: Future[Any], event_id: str) -> None:
+        try:
+            if future.exception() is None:
+                answer = future.result()
+                lines = answer.get("receipt_lines") if isinstance(answer, dict) else None
+                answers = {event_id: {"receipt_lines": lines if isinstance(lines, list) else []}}
+                self.journal.mark_delivered([event_id], answers)
+                self.counters.add("events.delivered_inline")
+        finally:
+            self.outbox.release(event_id)  # failures and final answers: the outbox's job
 
     def _earlier_answer(self, event_id: str, request: Request) -> Response | None:
-        with self._answered_lock:
-            earlier = self._answered.get(event_id)
+        earlier = self.journal.get_event(event_id)
         if earlier is None:
             return None
         log.info("%sRequest resent for event %s: same answer", request.stem, event_id)
-        response = copy.deepcopy(earlier)
-        response.header = _echo(request, earlier.header.loyalty_sequence_id)
+        session_id = (
+            earlier.body.get("session_id") or "" if request.stem == "FinalizeRewards" else None
+        )
+        response = _answer(request, session_id)
+        stored = earlier.answer or {}
+        response.receipt_lines = [str(line) for line in stored.get("receipt_lines") or []]
         return response
-
-    def _remember(self, event_id: str, response: Response) -> None:
-        with self._answered_lock:
-            self._answered[event_id] = response
-            while len(self._answered) > 10_000:
-                self._answered.popitem(last=False)
 
 
 @dataclass
@@ -309,6 +351,19 @@ def _rewards_applied(request: Request, session: Session | None) -> list[dict[str
                 }
             )
     return applied
+
+
+def _failure_counter(outcome) -> str:
+    if outcome.skipped:
+        return "rewards.host_known_down"
+    return "rewards.timeout" if outcome.timed_out else "rewards.host_error"
+
+
+def _loyalty_key(loyalty_id: str | None) -> str | None:
+    """What per-ID limits count by: a phone number in its 10-digit form, else the ID itself."""
+    if not loyalty_id:
+        return None
+    return normalize_us_phone(loyalty_id) or loyalty_id
 
 
 def _echo(request: Request, loyalty_sequence_id: str | None = None):

@@ -31,8 +31,8 @@ class Session:
     """The currency each granted reward takes off."""
     last_body: dict[str, Any] | None = None
     """The last /v1/rewards body, the base of a cancel event."""
-    decided_by: str = "none"
-    """Who decided the current rewards: host, or none when the host did not answer in time."""
+    decision: dict[str, Any] = field(default_factory=dict)
+    """Who decided the current rewards: {"origin": host|offline, "policy_version", "rule"}."""
     touched: float = field(default_factory=time.monotonic)
 
 

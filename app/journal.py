@@ -1,0 +1,666 @@
+"""The durable journal: every POS request that matters, committed before the POS is answered.
+
+A plain SQLite file in WAL mode with `synchronous=FULL`: when a write method returns, the row
+is in the write-ahead log and fsync'd, so it survives kill -9 and power loss. It holds:
+
+- `events`: the transaction events (finalize, cancel, reverse) the outbox delivers to the host
+  at least once, in journal order (`seq`), with the event id as the `Idempotency-Key`;
+  `due_events` never lets a later event overtake an earlier pending one. Delivered
+  events are kept: they are the audit trail. Nothing is ever deleted.
+- `decisions`: the GetRewards decisions (host or offline), for the audit trail and the offline
+  exposure limits.
+- `state`: a tiny key-value table for durable facts such as the last time the host answered.
+
+One connection shared by the POS threads and the outbox thread, serialised by a lock. Every
+write is one explicit `BEGIN IMMEDIATE ... COMMIT`. A database error on write (disk full, I/O
+error) raises `JournalError`; the caller decides what the POS hears.
+
+On start an existing file gets `PRAGMA quick_check`. A file that is not a database or fails the
+check is moved aside (never deleted) with its -wal/-shm files, a fresh journal is created and
+`recovered_from` names the moved file.
+
+Schema changes are versioned: `MIGRATIONS[i]` takes the file from `user_version` i to i + 1, in
+one transaction. Migrations must stay additive (new tables, new columns with defaults) so that a
+rolled-back software version can still use a journal a newer version migrated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+KINDS = ("finalize", "cancel", "reverse")
+FINAL_STATES = ("conflict", "rejected")
+
+MIGRATIONS: list[str] = [
+    # v1: events and decisions.
+    """
+    CREATE TABLE events (
+        seq             INTEGER PRIMARY KEY,
+        event_id        TEXT    NOT NULL UNIQUE,
+        kind            TEXT    NOT NULL,
+        body            TEXT    NOT NULL,
+        answer          TEXT,
+        state           TEXT    NOT NULL DEFAULT 'pending',
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL    NOT NULL,
+        last_error      TEXT    NOT NULL DEFAULT '',
+        created_at      REAL    NOT NULL,
+        delivered_at    REAL,
+        loyalty_key     TEXT,
+        day             TEXT,
+        discount        TEXT    NOT NULL DEFAULT '0',
+        discounted      INTEGER NOT NULL DEFAULT 0,
+        origin          TEXT    NOT NULL DEFAULT 'host'
+    );
+    -- The outbox's queue: only pending rows, in journal order, covering due_events/backlog.
+    CREATE INDEX events_pending ON events (seq, next_attempt_at, created_at, state)
+        WHERE state = 'pending';
+    -- End states other than delivered (few): the backlog counts.
+    CREATE INDEX events_final ON events (state) WHERE state IN ('conflict', 'rejected');
+    -- Discounted transactions per loyalty ID per day (the manufacturers' daily limit).
+    CREATE INDEX events_discounted ON events (loyalty_key, day, kind, discounted)
+        WHERE kind = 'finalize' AND discounted = 1;
+
+    CREATE TABLE decisions (
+        id          INTEGER PRIMARY KEY,
+        session_id  TEXT    NOT NULL,
+        origin      TEXT    NOT NULL,
+        body        TEXT    NOT NULL,
+        decision    TEXT    NOT NULL,
+        discount    TEXT    NOT NULL DEFAULT '0',
+        discounted  INTEGER NOT NULL DEFAULT 0,
+        loyalty_key TEXT,
+        created_at  REAL    NOT NULL
+    );
+    CREATE INDEX decisions_session ON decisions (session_id);
+    -- Offline exposure: discounted offline decisions by time, covering the discount.
+    CREATE INDEX decisions_offline ON decisions (created_at, discount, origin, discounted)
+        WHERE origin = 'offline' AND discounted = 1;
+    """,
+    # v2: durable facts (e.g. host_last_ok_at) that must survive a restart.
+    """
+    CREATE TABLE state (
+        key        TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
+]
+
+_EVENT_COLUMNS = (
+    "seq, event_id, kind, body, answer, state, attempts, next_attempt_at, last_error, "
+    "created_at, delivered_at"
+)
+_CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+class JournalError(Exception):
+    """The journal could not be opened, read or written (disk full, I/O error, closed, ...)."""
+
+
+class _Corrupt(Exception):
+    """An existing file is not a usable database; it is moved aside."""
+
+
+@dataclass
+class Event:
+    seq: int  # journal order
+    event_id: str  # also the Idempotency-Key at the host
+    kind: str  # "finalize" | "cancel" | "reverse"
+    body: dict[str, Any]  # the /v1/transactions JSON body
+    answer: dict[str, Any] | None  # what the POS was answered, for resends
+    state: str  # "pending" | "delivered" | "conflict" | "rejected"
+    attempts: int
+    next_attempt_at: float  # unix time
+    last_error: str
+    created_at: float
+    delivered_at: float | None
+
+
+@dataclass
+class Backlog:
+    depth: int  # pending events
+    oldest_pending_at: float | None
+    conflicts: int  # events ended as conflict (409 on replay)
+    rejected: int  # events the host refused for good (other 4xx, e.g. 422)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)  # money is a decimal string on the wire, never a float
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    return Event(
+        seq=row[0],
+        event_id=row[1],
+        kind=row[2],
+        body=json.loads(row[3]),
+        answer=json.loads(row[4]) if row[4] is not None else None,
+        state=row[5],
+        attempts=row[6],
+        next_attempt_at=row[7],
+        last_error=row[8],
+        created_at=row[9],
+        delivered_at=row[10],
+    )
+
+
+def _apply_migrations(conn: sqlite3.Connection, migrations: list[str]) -> int:
+    """Bring the file up to len(migrations); each step in its own transaction. Returns the
+    version found. A file newer than `migrations` is left as it is (see the module doc)."""
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > len(migrations):
+        log.warning(
+            "journal schema version %d is newer than this software's %d; using it as it is",
+            found,
+            len(migrations),
+        )
+        return found
+    for version in range(found, len(migrations)):
+        # executescript() commits anything pending first; the script is its own transaction.
+        try:
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{migrations[version]}\nPRAGMA user_version = {version + 1};\n"
+                "COMMIT;"
+            )
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if found:
+            log.info("journal schema migrated to version %d", version + 1)
+    return found
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _quick_check(conn: sqlite3.Connection) -> None:
+    problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(5)")]
+    if problems != ["ok"]:
+        raise _Corrupt("quick_check: " + "; ".join(problems))
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.recovered_from: str | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(f"journal: cannot create {self.path.parent}: {exc}") from exc
+        try:
+            self._conn: sqlite3.Connection | None = self._open()
+        except _Corrupt as corrupt:
+            self.recovered_from = self._move_aside()
+            log.error(
+                "JOURNAL CORRUPT: %s is not a usable database (%s). It was moved aside to %s "
+                "(with its -wal/-shm files) and a FRESH EMPTY journal was started. Events "
+                "still pending in the old file were NOT delivered: recover them by hand.",
+                self.path,
+                corrupt,
+                self.recovered_from,
+            )
+            try:
+                self._conn = self._open()
+            except _Corrupt as again:
+                raise JournalError(f"journal: a fresh {self.path} is unusable: {again}") from again
+
+    # ---- opening, checking, migrating ------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        existing = any(_size(Path(f"{self.path}{suffix}")) for suffix in ("", "-wal"))
+        checked = existing and self._check_read_only()
+        try:
+            conn = sqlite3.connect(
+                str(self.path), timeout=5.0, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal: cannot open {self.path}: {exc}") from exc
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise JournalError(f"journal: {self.path} refused WAL mode (got {mode!r})")
+            conn.execute("PRAGMA synchronous=FULL")
+            if existing and not checked:
+                _quick_check(conn)
+            _apply_migrations(conn, MIGRATIONS)
+            if not existing:
+                _fsync_dir(self.path.parent)  # a new file's directory entry is durable too
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if existing and code in _CORRUPT_CODES:
+                raise _Corrupt(str(exc)) from exc
+            raise JournalError(f"journal: cannot open {self.path}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _check_read_only(self) -> bool:
+        """quick_check through a read-only connection: unlike a read-write one, closing it never
+        checkpoints or deletes the -wal, so a corrupt file is moved aside exactly as it was
+        found. Raises _Corrupt; False when this check could not run (the read-write open then
+        checks)."""
+        try:
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=5.0, isolation_level=None)
+        except (sqlite3.Error, OSError, ValueError):
+            return False
+        try:
+            _quick_check(conn)
+            return True
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _CORRUPT_CODES:
+                raise _Corrupt(str(exc)) from exc
+            log.warning("journal: read-only check of %s failed (%s)", self.path, exc)
+            return False
+        finally:
+            conn.close()
+
+    def _move_aside(self) -> str:
+        stamp = datetime.fromtimestamp(self._clock(), UTC).strftime("%Y%m%dT%H%M%SZ")
+        target = f"{self.path}.corrupt-{stamp}"
+        n = 1
+        while any(Path(f"{target}{suffix}").exists() for suffix in ("", *_SIDE_FILES)):
+            target = f"{self.path}.corrupt-{stamp}-{n}"
+            n += 1
+        try:
+            for suffix in ("", *_SIDE_FILES):
+                source = Path(f"{self.path}{suffix}")
+                if source.exists():
+                    os.rename(source, f"{target}{suffix}")
+        except OSError as exc:
+            raise JournalError(
+                f"journal: {self.path} is corrupt and could not be moved aside: {exc}"
+            ) from exc
+        _fsync_dir(self.path.parent)
+        return target
+
+    # ---- transactions ----------------------------------------------------------------------
+
+    def _require(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise JournalError(f"journal: {self.path} is closed")
+        return self._conn
+
+    @contextmanager
+    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One committed write transaction; any database error becomes a JournalError."""
+        with self._lock:
+            conn = self._require()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        log.exception("journal: rollback after a failed %s failed", what)
+                if isinstance(exc, sqlite3.Error):
+                    raise JournalError(f"journal: {what} not committed: {exc}") from exc
+                raise
+
+    @contextmanager
+    def _read(self, what: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._require()
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal: {what} failed: {exc}") from exc
+
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        with suppress(sqlite3.Error):
+            conn.execute("PRAGMA optimize")
+        conn.close()  # the last connection checkpoints the WAL into the main file
+
+    # ---- GetRewards decisions --------------------------------------------------------------
+
+    def record_decision(
+        self,
+        session_id: str,
+        origin: str,
+        body: dict[str, Any],
+        decision: dict[str, Any],
+        *,
+        discount: Decimal = Decimal(0),
+        loyalty_key: str | None = None,
+    ) -> int:
+        discount = Decimal(discount)
+        row = (
+            session_id,
+            origin,
+            _dumps(body),
+            _dumps(decision),
+            str(discount),
+            int(discount > 0),
+            loyalty_key,
+            self._clock(),
+        )
+        with self._write("record_decision") as conn:
+            cursor = conn.execute(
+                "INSERT INTO decisions (session_id, origin, body, decision, discount, discounted,"
+                " loyalty_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            return int(cursor.lastrowid or 0)
+
+    # ---- events ----------------------------------------------------------------------------
+
+    def add_event(
+        self,
+        event_id: str,
+        kind: str,
+        body: dict[str, Any],
+        *,
+        answer: dict[str, Any] | None = None,
+        loyalty_key: str | None = None,
+        day: str | None = None,
+        discount: Decimal = Decimal(0),
+        origin: str = "host",
+    ) -> tuple[Event, bool]:
+        """Commit a new event (True) or return the one already journaled under event_id."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown event kind {kind!r}")
+        discount = Decimal(discount)
+        body_text = _dumps(body)
+        answer_text = _dumps(answer) if answer is not None else None
+        now = self._clock()
+        with self._write("add_event") as conn:
+            row = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_id = ?", (event_id,)
+            ).fetchone()
+            if row is not None:
+                if row[3] != body_text or row[2] != kind:
+                    log.warning(
+                        "event %s journaled again with a different %s; the first one is kept",
+                        event_id,
+                        "kind" if row[2] != kind else "body",
+                    )
+                return _event(row), False
+            cursor = conn.execute(
+                "INSERT INTO events (event_id, kind, body, answer, state, attempts,"
+                " next_attempt_at, last_error, created_at, loyalty_key, day, discount,"
+                " discounted, origin) VALUES (?, ?, ?, ?, 'pending', 0, ?, '', ?, ?, ?, ?, ?, ?)",
+                (
+                    event_id,
+                    kind,
+                    body_text,
+                    answer_text,
+                    now,
+                    now,
+                    loyalty_key,
+                    day,
+                    str(discount),
+                    int(discount > 0),
+                    origin,
+                ),
+            )
+            seq = int(cursor.lastrowid or 0)
+        event = Event(
+            seq=seq,
+            event_id=event_id,
+            kind=kind,
+            body=json.loads(body_text),
+            answer=json.loads(answer_text) if answer_text is not None else None,
+            state="pending",
+            attempts=0,
+            next_attempt_at=now,
+            last_error="",
+            created_at=now,
+            delivered_at=None,
+        )
+        return event, True
+
+    def set_answer(self, event_id: str, answer: dict[str, Any]) -> None:
+        """Record what the POS was answered (replaces any earlier answer). KeyError if the
+        event is unknown."""
+        with self._write("set_answer") as conn:
+            cursor = conn.execute(
+                "UPDATE events SET answer = ? WHERE event_id = ?", (_dumps(answer), event_id)
+            )
+            if cursor.rowcount == 0:
+                raise KeyError(event_id)
+
+    def get_event(self, event_id: str) -> Event | None:
+        with self._read("get_event") as conn:
+            row = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_id = ?", (event_id,)
+            ).fetchone()
+        return _event(row) if row is not None else None
+
+    def due_events(self, limit: int, now: float | None = None) -> list[Event]:
+        """Pending events whose time has come, in journal order, at most `limit`.
+
+        Head of line: the answer stops before the first pending event that is not due yet,
+        so an event held back by a retry or `defer` is never overtaken by a later one and
+        the outbox delivers in journal order whatever it retries."""
+        when = self._clock() if now is None else now
+        with self._read("due_events") as conn:
+            heads = conn.execute(
+                "SELECT seq, next_attempt_at FROM events INDEXED BY events_pending"
+                " WHERE state = 'pending' ORDER BY seq LIMIT ?",
+                (int(limit),),
+            ).fetchall()
+            due = 0
+            while due < len(heads) and heads[due][1] <= when:
+                due += 1
+            if not due:
+                return []
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events INDEXED BY events_pending"
+                " WHERE state = 'pending' AND seq BETWEEN ? AND ? ORDER BY seq",
+                (heads[0][0], heads[due - 1][0]),
+            ).fetchall()
+        return [_event(row) for row in rows]
+
+    def defer(self, event_ids: list[str], until: float) -> None:
+        """Hold pending events until `until` without counting an attempt."""
+        self._update_pending(
+            "defer",
+            "UPDATE events SET next_attempt_at = ? WHERE event_id = ? AND state = 'pending'",
+            ((until, event_id) for event_id in event_ids),
+        )
+
+    def mark_delivered(
+        self, event_ids: list[str], answers: dict[str, dict[str, Any]] | None = None
+    ) -> None:
+        """The host stored these events. An answer is kept only where none is recorded yet:
+        what the POS was already told stays the answer for its resends."""
+        answers = answers or {}
+        now = self._clock()
+        self._update_pending(
+            "mark_delivered",
+            "UPDATE events SET state = 'delivered', delivered_at = ?,"
+            " answer = COALESCE(answer, ?) WHERE event_id = ? AND state = 'pending'",
+            (
+                (now, _dumps(answers[e]) if answers.get(e) is not None else None, e)
+                for e in event_ids
+            ),
+        )
+
+    def mark_retry(self, event_ids: list[str], error: str, next_attempt_at: float) -> None:
+        """A failed attempt: count it, keep the error, try again at `next_attempt_at`."""
+        self._update_pending(
+            "mark_retry",
+            "UPDATE events SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+            " WHERE event_id = ? AND state = 'pending'",
+            ((error, next_attempt_at, event_id) for event_id in event_ids),
+        )
+
+    def mark_final(self, event_id: str, state: str, detail: str) -> None:
+        """End a pending event's delivery: "conflict" (409 on replay: the host holds the key,
+        delivered_at is set) or "rejected" (refused for good). The attempt is counted."""
+        if state not in FINAL_STATES:
+            raise ValueError(f"final state must be one of {FINAL_STATES}, not {state!r}")
+        delivered_at = self._clock() if state == "conflict" else None
+        self._update_pending(
+            "mark_final",
+            "UPDATE events SET state = ?, attempts = attempts + 1, last_error = ?,"
+            " delivered_at = ? WHERE event_id = ? AND state = 'pending'",
+            [(state, detail, delivered_at, event_id)],
+        )
+
+    def _update_pending(self, what: str, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        with self._write(what) as conn:
+            conn.executemany(sql, rows)
+
+    def backlog(self) -> Backlog:
+        with self._read("backlog") as conn:
+            depth, oldest = conn.execute(
+                "SELECT COUNT(*), MIN(created_at) FROM events INDEXED BY events_pending"
+                " WHERE state = 'pending'"
+            ).fetchone()
+            finals = dict(
+                conn.execute(
+                    "SELECT state, COUNT(*) FROM events INDEXED BY events_final"
+                    " WHERE state IN ('conflict', 'rejected') GROUP BY state"
+                ).fetchall()
+            )
+        return Backlog(
+            depth=depth,
+            oldest_pending_at=oldest,
+            conflicts=finals.get("conflict", 0),
+            rejected=finals.get("rejected", 0),
+        )
+
+    def pending_keys_in_order(self) -> list[str]:
+        with self._read("pending_keys_in_order") as conn:
+            rows = conn.execute(
+                "SELECT event_id FROM events INDEXED BY events_pending"
+                " WHERE state = 'pending' ORDER BY seq"
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def all_events(self, after_seq: int = 0, chunk: int = 1000) -> Iterator[Event]:
+        """Every event (any state) in journal order, for audits and tests. Read in chunks so
+        a million-row journal neither fills memory nor holds the lock for long."""
+        while True:
+            with self._read("all_events") as conn:
+                rows = conn.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (after_seq, int(chunk)),
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield _event(row)
+            after_seq = rows[-1][0]
+
+    # ---- counters for the offline policy ---------------------------------------------------
+
+    def discounted_transactions(self, loyalty_key: str, day: str) -> int:
+        """Finalize events with a discount for this loyalty key on this local day."""
+        with self._read("discounted_transactions") as conn:
+            (count,) = conn.execute(
+                "SELECT COUNT(*) FROM events INDEXED BY events_discounted"
+                " WHERE loyalty_key = ? AND day = ? AND kind = 'finalize' AND discounted = 1",
+                (loyalty_key, day),
+            ).fetchone()
+        return int(count)
+
+    def offline_exposure(self, since: float) -> tuple[int, Decimal]:
+        """Transactions discounted offline since `since`: (count, sum of discounts).
+
+        A POS may send GetRewards several times for one transaction: each transaction (session)
+        counts once, with the discount of its latest discounted decision.
+        """
+        with self._read("offline_exposure") as conn:
+            rows = conn.execute(
+                "SELECT session_id, discount FROM decisions INDEXED BY decisions_offline"
+                " WHERE created_at >= ? AND origin = 'offline' AND discounted = 1 ORDER BY id",
+                (since,),
+            ).fetchall()
+        latest = {session_id: Decimal(discount) for session_id, discount in rows}
+        return len(latest), sum(latest.values(), Decimal(0))
+
+    # ---- durable facts ---------------------------------------------------------------------
+
+    def get_state(self, key: str) -> str | None:
+        with self._read("get_state") as conn:
+            row = conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row is not None else None
+
+    def set_state(self, key: str, value: str) -> None:
+        with self._write("set_state") as conn:
+            conn.execute(
+                "INSERT INTO state (key, value, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
+                " updated_at = excluded.updated_at",
+                (key, value, self._clock()),
+            )
+
+    def stats(self) -> dict[str, int]:
+        """Counts for the status page. Nothing is ever deleted, so MAX(rowid) is the count of
+        rows (an O(log n) look-up instead of a scan of a million rows)."""
+        with self._read("stats") as conn:
+            (events,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+            (pending,) = conn.execute(
+                "SELECT COUNT(*) FROM events INDEXED BY events_pending WHERE state = 'pending'"
+            ).fetchone()
+            (decisions,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM decisions").fetchone()
+            (pages,) = conn.execute("PRAGMA page_count").fetchone()
+            (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        wal = Path(f"{self.path}-wal")
+        try:
+            wal_size = wal.stat().st_size
+        except OSError:
+            wal_size = 0
+        return {
+            "events": int(events),
+            "pending": int(pending),
+            "decisions": int(decisions),
+            "size_bytes": int(pages * page_size + wal_size),
+        }

@@ -1,0 +1,1 @@
+"""The box's signed offline policy and the engine that decides GetRewards when the host cannot."""

@@ -1,0 +1,229 @@
+"""Store-and-forward delivery of journal events to the host: at least once, in journal order.
+
+One thread drains the journal's pending events. A small backlog goes one event per call
+(`POST /v1/transactions`); a larger one through `POST /v1/transactions/batch`, 500 at a time, so
+thousands of boxes coming back after an outage do not each send tens of thousands of requests.
+Outcomes: 200 delivered; 409 on a replay is "already there, conflict recorded" (never retried);
+other 4xx rejected for good (recorded, shown); 401 pauses delivery until the token changes;
+5xx, timeouts and connection errors retry with exponential backoff and jitter. The first failing
+event stops the pass, so nothing overtakes an earlier event.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from app.host.client import HostClient, HostError
+from app.host.connectivity import HostConnectivity
+from app.journal import Event, Journal
+
+log = logging.getLogger("connectbox.outbox")
+
+BATCH_THRESHOLD = 20  # a backlog at least this deep goes through the batch endpoint
+BATCH_SIZE = 500  # host-api.md: at most 500 events per batch
+FOREVER = 1e18  # "due by then": every pending event
+
+
+@dataclass
+class Backoff:
+    base_s: float = 1.0
+    max_s: float = 300.0
+
+    def delay(self, attempts: int) -> float:
+        """Exponential in the attempts so far, with +-50 % jitter to spread boxes apart."""
+        raw = min(self.max_s, self.base_s * 2 ** min(attempts, 20))
+        return raw * random.uniform(0.5, 1.5)
+
+
+class Outbox:
+    def __init__(
+        self,
+        journal: Journal,
+        client: HostClient,
+        connectivity: HostConnectivity,
+        backoff: Backoff | None = None,
+        idle_poll_s: float = 1.0,
+    ) -> None:
+        self.journal = journal
+        self.client = client
+        self.connectivity = connectivity
+        self.backoff = backoff or Backoff()
+        self.idle_poll_s = idle_poll_s
+        self.paused: str | None = None  # why delivery is paused (401), None when running
+        self._paused_token: str | None = None
+        self._inflight: set[str] = set()  # events the POS thread is delivering right now
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._hurry = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.delivered = 0
+
+    # ---- the POS thread's side ------------------------------------------------------------
+
+    def claim(self, event_id: str) -> None:
+        """The caller delivers this event itself now; the outbox leaves it alone until released."""
+        with self._lock:
+            self._inflight.add(event_id)
+
+    def release(self, event_id: str) -> None:
+        with self._lock:
+            self._inflight.discard(event_id)
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def retry_now(self) -> None:
+        """The host is back (seen on other traffic): skip the rest of the backoff."""
+        self._hurry.set()
+        self._wake.set()
+
+    # ---- the delivery thread --------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self.deliver_due()
+            except Exception:  # a bug must not end delivery for good
+                log.exception("outbox pass failed; retrying shortly")
+                worked = False
+            if not worked:
+                self._wake.wait(self.idle_poll_s)
+                self._wake.clear()
+
+    def deliver_due(self) -> bool:
+        """One pass over what is due. True when something was delivered or settled."""
+        if self.paused is not None:
+            if self.client.token == self._paused_token:
+                return False
+            log.info("device token changed: resuming delivery")
+            self.paused = None
+        with self._lock:
+            inflight = set(self._inflight)
+        # The head of the queue in journal order, due or not: a later event never overtakes an
+        # earlier one that is waiting out its backoff.
+        head = self.journal.due_events(BATCH_SIZE, now=FOREVER)
+        due = [e for e in head if e.event_id not in inflight]
+        if not due:
+            return False
+        if due[0].next_attempt_at > time.time() and not self._hurry.is_set():
+            return False
+        self._hurry.clear()
+        if len(due) >= BATCH_THRESHOLD:
+            return self._deliver_batch(due)
+        return self._deliver_each(due)
+
+    def _deliver_each(self, events: list[Event]) -> bool:
+        progressed = False
+        for event in events:
+            if self._stop.is_set():
+                break
+            try:
+                answer = self.client.transaction(event.body, event.event_id)
+            except HostError as exc:
+                if not self._settle_error(event, exc.status, str(exc)):
+                    self._retry([event], str(exc))
+                    return progressed
+                progressed = True
+                continue
+            self.journal.mark_delivered([event.event_id], {event.event_id: _answer_of(answer)})
+            self._delivered(1)
+            progressed = True
+        return progressed
+
+    def _deliver_batch(self, events: list[Event]) -> bool:
+        try:
+            results = self.client.transactions_batch([(e.event_id, e.body) for e in events])
+        except HostError as exc:
+            if exc.status == 401:
+                self._pause(str(exc))
+            else:
+                self._retry(events, str(exc))
+            return False
+        delivered: list[str] = []
+        answers: dict[str, dict[str, Any]] = {}
+        for event, result in zip(events, results, strict=True):
+            status = result.get("status") if isinstance(result, dict) else None
+            if status == 200:
+                delivered.append(event.event_id)
+                answers[event.event_id] = _answer_of(result)
+            elif not self._settle_error(event, status, str(result.get("error") or status)):
+                # A result the batch endpoint should not give: deliver it alone later.
+                self._retry([event], f"batch result {status}")
+        if delivered:
+            self.journal.mark_delivered(delivered, answers)
+            self._delivered(len(delivered))
+        log.info("batch of %d events: %d delivered", len(events), len(delivered))
+        return True
+
+    def _settle_error(self, event: Event, status: int | None, reason: str) -> bool:
+        """End an event's delivery for a final answer; False when it is worth retrying."""
+        if status == 409:
+            log.warning(
+                "event %s: host reports a conflicting replay (409); recorded", event.event_id
+            )
+            self.journal.mark_final(event.event_id, "conflict", reason)
+            return True
+        if status == 401:
+            self._pause(reason)
+            return False
+        if status is not None and 400 <= status < 500 and status != 429:
+            log.error(
+                "event %s rejected by the host (%s); recorded, not retried", event.event_id, reason
+            )
+            self.journal.mark_final(event.event_id, "rejected", reason)
+            return True
+        return False
+
+    def _retry(self, events: list[Event], reason: str) -> None:
+        if self.paused is not None:
+            return
+        delay = self.backoff.delay(events[0].attempts)
+        ids = [e.event_id for e in events]
+        self.journal.mark_retry(ids, reason, time.time() + delay)
+        self.connectivity.failed(reason)
+        log.warning("%d event(s) not delivered (%s); next try in %.0f s", len(ids), reason, delay)
+
+    def _pause(self, reason: str) -> None:
+        if self.paused is None:
+            log.error("delivery paused: the host refused the device token (%s)", reason)
+        self.paused = reason
+        self._paused_token = self.client.token
+        self.connectivity.failed(reason, unauthorized=True)
+
+    def _delivered(self, count: int) -> None:
+        self.delivered += count
+        self.connectivity.ok()
+
+    def snapshot(self) -> dict[str, Any]:
+        backlog = self.journal.backlog()
+        oldest = backlog.oldest_pending_at
+        return {
+            "depth": backlog.depth,
+            "oldest_pending_s": round(time.time() - oldest) if oldest else 0,
+            "conflicts": backlog.conflicts,
+            "rejected": backlog.rejected,
+            "delivered_since_start": self.delivered,
+            "paused": self.paused,
+        }
+
+
+def _answer_of(answer: Any) -> dict[str, Any]:
+    lines = answer.get("receipt_lines") if isinstance(answer, dict) else None
+    return {"receipt_lines": lines if isinstance(lines, list) else []}
