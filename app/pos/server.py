@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from app.pos.framing import DEFAULT_MAX_FRAME, FramingError, make_framer
-from app.pos.service import LoyaltyService
+from app.pos.service import LoyaltyService, NotAccepted
 from app.pos.xmlcodec import XmlError, read_request, write_response
 from app.stats import LatencyWindow
 
@@ -145,6 +145,8 @@ class PosConnection(socketserver.BaseRequestHandler):
         except (FramingError, XmlError) as exc:
             self.server.closed_bad_input += 1
             log.warning("closing POS connection from %s: %s", peer, exc)
+        except NotAccepted as exc:
+            log.error("closing POS connection from %s unanswered: %s", peer, exc)
         except OSError as exc:
             log.info("POS connection from %s ended: %s", peer, exc)
         finally:

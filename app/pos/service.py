@@ -23,7 +23,7 @@ from app.host.client import HostClient
 from app.host.payload import Identity, rewards_body, transaction_body
 from app.host.relay import HostRelay
 from app.host.translate import receipt_lines, translate_rewards, trim
-from app.journal import Journal
+from app.journal import Journal, JournalError
 from app.logs import mask_id
 from app.money import ZERO, fmt_money
 from app.offline.engine import OfflineEngine
@@ -38,6 +38,11 @@ from app.stats import Counters
 log = logging.getLogger("connectbox.pos")
 EVENT_NAMESPACE = uuid.UUID("6f1c8f56-3c1e-4c55-9a43-8d3c0f7e1b20")
 ACCEPTED_OFFLINE_TEXT = "ACCEPTED OFFLINE"
+DURABLE_STEMS = ("FinalizeRewards", "CancelTransaction", "ReverseTransaction")
+
+
+class NotAccepted(Exception):
+    """The request could not be made durable: do not answer, so the POS keeps and resends it."""
 
 
 @dataclass
@@ -87,6 +92,15 @@ class LoyaltyService:
             return Handled(_answer(request))
         try:
             return handler(request, received_at + self.deadline_s)
+        except JournalError as exc:
+            self.counters.add("journal_errors")
+            if request.stem in DURABLE_STEMS:
+                # Acknowledging what we could not store would lose it; unanswered, the POS
+                # stores it itself and sends it again later (LoyaltyOfflineFlag="yes").
+                log.error("cannot journal %sRequest (%s): not acknowledged", request.stem, exc)
+                raise NotAccepted(str(exc)) from exc
+            log.error("cannot journal %sRequest (%s): answering without rewards", request.stem, exc)
+            return Handled(_answer(request))
         except Exception:
             # A bug must not leave the POS without a well-formed answer of the right name.
             log.exception("error handling %sRequest; answering header-only", request.stem)

@@ -243,3 +243,21 @@ def test_healthz_follows_the_pos_server(reference_host, make_box):
     assert requests.get(url, timeout=2).status_code == 200
     box.pos_server.stop()
     assert requests.get(url, timeout=2).status_code == 503
+
+
+def test_full_disk_finalize_is_not_acknowledged_and_the_box_keeps_serving(reference_host, make_box):
+    box = make_box(reference_host.url)
+    counter = sim.SequenceCounter()
+    conn = box.journal._conn
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full now
+    txn = _sale(counter, [sim.item_line(1, TOBACCO, 2, "9.49", description="X" * 20000)])
+    pos = sim.PosClient("127.0.0.1", box.pos_server.port)
+    with pos, pytest.raises(sim.SimulatorError, match="closed the connection"):
+        pos.send(sim.finalize(counter.next(), txn, PHONE))
+    assert box.service.counters.snapshot()["journal_errors"] == 1
+    assert reference_host.store.events() == []  # nothing half-done reached the host
+    conn.execute("PRAGMA max_page_count = 1073741823")  # space again
+    with sim.PosClient("127.0.0.1", box.pos_server.port) as pos:
+        pos.send(sim.finalize(sim.header(counter.next(), offline=True), txn, PHONE))
+    assert _wait_for(lambda: len(reference_host.store.events()) == 1)
