@@ -29,6 +29,7 @@ from app.outbox import Outbox
 from app.pos.server import PosServer
 from app.pos.service import LoyaltyService
 from app.pos.sessions import SessionStore
+from app.readers import ReaderService
 from app.status.web import create_app
 
 log = logging.getLogger("connectbox")
@@ -60,6 +61,9 @@ class Box:
             data_dir / "policy.json",
         )
         self.engine = OfflineEngine(self.policies, self.journal)
+        self.readers = ReaderService(
+            config.readers.bindings, config.readers.pending_ttl_s, config.readers.discover
+        )
         self.sessions = SessionStore(ttl_s=config.pos.session_timeout_s)
         self.service = LoyaltyService(
             Identity(config.host.device_id, config.host.site_id),
@@ -69,6 +73,7 @@ class Box:
             self.journal,
             self.outbox,
             self.engine,
+            self.readers.pending,
             deadline_s=config.host.deadline_ms / 1000,
         )
         self.connectivity.on_change(self._host_changed)
@@ -99,6 +104,7 @@ class Box:
             target=self._housekeep, name="housekeeping", daemon=True
         )
         self._housekeeping.start()
+        self.readers.start()
         self.pos_server.start()
         self._status_thread = threading.Thread(
             target=self.status_server.run, name="status-web", daemon=True
@@ -119,6 +125,7 @@ class Box:
         log.info("stopping")
         self.pos_server.stop()
         self.status_server.close()
+        self.readers.stop()
         self.outbox.stop()
         self.policies.stop()
         self.relay.close()
@@ -173,4 +180,5 @@ class Box:
             "outbox": self.outbox.snapshot(),
             "journal": {"recovered_from": self.journal.recovered_from, **self.journal.stats()},
             "policy": self.policies.snapshot(),
+            "readers": self.readers.snapshot(),
         }

@@ -31,13 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     host.add_argument("--db", default=":memory:", help="SQLite file (default: in memory)")
     host.add_argument("--policy", help="policy JSON document (default: the built-in Scan Data one)")
 
-    commands.add_parser("pos-sim", help="play scripted sales as a POS", add_help=False)
+    readers = commands.add_parser("readers", help="list card readers, their state and last read")
+    readers.add_argument("--config", help="the service's TOML file (to find its status port)")
+
+    # Tools with their own options, handed the rest of the command line.
+    for name, summary in PASSTHROUGH_HELP.items():
+        commands.add_parser(name, help=summary, add_help=False)
 
     args, rest = parser.parse_known_args(argv)
-    if args.command == "pos-sim":
-        from app.pos.simulator import main as pos_sim_main
-
-        return pos_sim_main(rest)
+    if args.command in PASSTHROUGH_HELP:
+        return _passthrough(args.command, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "run":
@@ -48,7 +51,37 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(args.pos_port, args.status_port, args.host_port, once=args.once)
     if args.command == "host-sim":
         return _host_sim(args.listen, args.db, args.policy)
+    if args.command == "readers":
+        from app.readers_cli import list_readers_main
+
+        return list_readers_main(args.config)
     return 2
+
+
+PASSTHROUGH_HELP = {
+    "pos-sim": "play scripted sales as a POS",
+    "reader-sim": "a virtual serial card reader on a pseudo-terminal",
+    "card": "card tools: `connectbox card decode` decodes one raw frame from stdin",
+}
+
+
+def _passthrough(command: str, rest: list[str]) -> int:
+    if command == "pos-sim":
+        from app.pos.simulator import main as tool
+    elif command == "reader-sim":
+        from drivers.reader_sim import main as tool
+    else:
+        if not rest or rest[0] != "decode":
+            print(
+                "usage: connectbox card decode [--today YYYY-MM-DD] [--luhn] [--lrc] "
+                "[--no-require-aim] < frame",
+                file=sys.stderr,
+            )
+            return 2
+        from drivers.decoding.cli import main as tool
+
+        rest = rest[1:]
+    return tool(rest)
 
 
 def _run(config_arg: str | None) -> int:

@@ -71,6 +71,13 @@ class PolicyConfig:
 
 
 @dataclass
+class ReadersConfig:
+    bindings: list[Any] = field(default_factory=list)  # app.readers.ReaderBinding
+    pending_ttl_s: int = 120
+    discover: bool = True
+
+
+@dataclass
 class LogConfig:
     level: str = "INFO"
 
@@ -82,6 +89,7 @@ class Config:
     status: StatusConfig = field(default_factory=StatusConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+    readers: ReadersConfig = field(default_factory=ReadersConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<built-in>"
 
@@ -109,7 +117,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
-    sections = {"pos", "host", "status", "storage", "policy", "log"}
+    sections = {"pos", "host", "status", "storage", "policy", "readers", "log"}
     for name in raw:
         if name not in sections:
             raise ConfigError(f"config error: [{name}]: unknown section")
@@ -157,6 +165,12 @@ def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
     config.policy = PolicyConfig(
         trusted_keys=policy.public_keys("trusted_keys"),
         refresh_s=policy.integer("refresh_s", 300, 10, 86400),
+    )
+    readers = reader.section("readers", {"pending_ttl_s", "discover", "bind"})
+    config.readers = ReadersConfig(
+        bindings=readers.bindings("bind"),
+        pending_ttl_s=readers.integer("pending_ttl_s", 120, 5, 3600),
+        discover=readers.boolean("discover", True),
     )
     log = reader.section("log", {"level"})
     config.log = LogConfig(level=log.choice("level", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"))
@@ -212,6 +226,66 @@ class _Reader:
         ):
             raise self.fail(key, f"must be a number from {low:g} to {high:g} (got {value!r})")
         return float(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, f"must be true or false (got {value!r})")
+        return value
+
+    def bindings(self, key: str) -> list[Any]:
+        """`[[readers.bind]]`: which reader serves which register, and how to decode it."""
+        from app.readers import ReaderBinding
+        from drivers.decoding import DecodeOptions
+
+        entries = self.raw.get(key, [])
+        if not isinstance(entries, list):
+            raise self.fail(key, "must be a list of tables ([[readers.bind]])")
+        allowed = {
+            "register_id",
+            "match",
+            "path",
+            "kind",
+            "baudrate",
+            "luhn",
+            "lrc",
+            "require_aim",
+            "track1_formats",
+        }
+        match_keys = {"vendor_id", "product_id", "serial", "port_path", "devnode"}
+        result = []
+        for index, entry in enumerate(entries):
+            where = _Reader(entry if isinstance(entry, dict) else {}, f"readers.bind.{index}")
+            if not isinstance(entry, dict):
+                raise where.fail("", "must be a table")
+            for name in entry:
+                if name not in allowed:
+                    raise where.fail(name, "unknown key")
+            match = entry.get("match", {})
+            if not isinstance(match, dict) or not set(match) <= match_keys:
+                raise where.fail("match", f"must be a table with keys from {sorted(match_keys)}")
+            path = where.optional_string("path")
+            if not match and not path:
+                raise where.fail("match", "give a match table or a path")
+            formats = entry.get("track1_formats", ["B", "A"])
+            if not isinstance(formats, list) or not all(isinstance(f, str) for f in formats):
+                raise where.fail("track1_formats", 'must be a list like ["B", "A"]')
+            result.append(
+                ReaderBinding(
+                    register_id=where.string("register_id"),
+                    match={k: str(v) for k, v in match.items()},
+                    path=path,
+                    kind=where.choice("kind", ("serial", "keyboard"), "serial"),
+                    baudrate=where.integer("baudrate", 9600, 300, 921600),
+                    options=DecodeOptions(
+                        luhn=where.boolean("luhn", False),
+                        lrc=where.boolean("lrc", False),
+                        require_aim=where.boolean("require_aim", True),
+                        track1_formats=tuple(formats),
+                    ),
+                )
+            )
+        return result
 
     def public_keys(self, key: str) -> dict[str, str]:
         """key_id -> base64 of a 32-byte raw Ed25519 public key."""

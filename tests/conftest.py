@@ -37,10 +37,18 @@ def make_box(tmp_path) -> Iterator[Callable[..., Box]]:
     """Build and start a Box on free loopback ports; every box is stopped after the test."""
     boxes: list[Box] = []
 
-    def make(host_url: str, dialect: str = "auto", deadline_ms: int = 1500) -> Box:
+    def make(
+        host_url: str,
+        dialect: str = "auto",
+        deadline_ms: int = 1500,
+        readers: list | None = None,
+        pending_ttl_s: int = 120,
+    ) -> Box:
         config = demo_config(host_url, 0, 0, tmp_path / f"data{len(boxes)}")
         config.pos.dialect = dialect
         config.host.deadline_ms = deadline_ms
+        config.readers.bindings = readers or []
+        config.readers.pending_ttl_s = pending_ttl_s
         box = Box(config)
         box.start()
         boxes.append(box)

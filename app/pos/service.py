@@ -33,6 +33,7 @@ from app.pos.loyalty_ids import read_age_check, resolve
 from app.pos.model import Request, Response
 from app.pos.sessions import Session, SessionStore
 from app.programs.nanp import normalize_us_phone
+from app.readers import PendingReads
 from app.stats import Counters
 
 log = logging.getLogger("connectbox.pos")
@@ -61,6 +62,7 @@ class LoyaltyService:
         journal: Journal,
         outbox: Outbox,
         engine: OfflineEngine,
+        reads: PendingReads | None = None,
         deadline_s: float = 1.5,
         today: Callable[[], date] = date.today,
     ) -> None:
@@ -71,6 +73,7 @@ class LoyaltyService:
         self.journal = journal
         self.outbox = outbox
         self.engine = engine
+        self.reads = reads
         self.deadline_s = deadline_s
         self.today = today
         self.counters = Counters()
@@ -123,6 +126,7 @@ class LoyaltyService:
         if txn and txn.pos_transaction_id:
             session.pos_transaction_id = txn.pos_transaction_id
         age_checked = self._take_loyalty_id(request, session)
+        self._take_reader_read(request, session)
 
         body = rewards_body(
             request,
@@ -131,6 +135,7 @@ class LoyaltyService:
             session.loyalty_id,
             session.entry_method,
             session.age_verified,
+            source=session.loyalty_source,
         )
         session.last_body = body
         label = f"GetRewards {session.session_id} id {mask_id(session.loyalty_id)}"
@@ -201,6 +206,27 @@ class LoyaltyService:
             session.loyalty_id = full
             session.entry_method = entry.entry_method
         return False
+
+    def _take_reader_read(self, request: Request, session: Session) -> None:
+        """A card read at this register's reader: its age result, and its ID when the POS
+        sent none of its own."""
+        if self.reads is None:
+            return
+        age = self.reads.take_age(request.register)
+        if age is not None:
+            session.age_verified = age.over_21
+        if request.loyalty_id is None and not session.loyalty_id:
+            read = self.reads.take_id(request.register)
+            if read is not None:
+                session.loyalty_id = read.loyalty_id
+                session.entry_method = "swipe" if read.source == "magstripe" else "scan"
+                session.loyalty_source = "reader"
+                log.info(
+                    "session %s: loyalty ID %s from the reader of register %s",
+                    session.session_id,
+                    mask_id(read.loyalty_id),
+                    read.register_id,
+                )
 
     def _finalize(self, request: Request, deadline: float) -> Handled:
         session = self.sessions.get(request.header.loyalty_sequence_id)

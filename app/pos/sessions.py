@@ -24,6 +24,7 @@ class Session:
     pos_transaction_id: str | None = None
     loyalty_id: str | None = None
     entry_method: str = ""
+    loyalty_source: str = "pos"  # pos, or reader when a reader at the box read it
     age_verified: bool | None = None
     granted: dict[str, Reward] = field(default_factory=dict)
     """The rewards the POS was last told to apply, by reward id."""

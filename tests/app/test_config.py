@@ -68,3 +68,45 @@ def test_missing_file_and_bad_toml(tmp_path):
         load_config(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(_write(tmp_path, "[pos\n"))
+
+
+def test_reader_bindings(tmp_path):
+    text = (
+        GOOD
+        + """
+[readers]
+pending_ttl_s = 30
+[[readers.bind]]
+register_id = "1"
+match = { vendor_id = "0801" }
+[[readers.bind]]
+register_id = "2"
+path = "/dev/connectbox/reader-2"
+kind = "keyboard"
+luhn = true
+track1_formats = ["B"]
+"""
+    )
+    config = load_config(_write(tmp_path, text))
+    first, second = config.readers.bindings
+    assert (first.register_id, first.match, first.path) == ("1", {"vendor_id": "0801"}, None)
+    assert (second.kind, second.options.luhn, second.options.track1_formats) == (
+        "keyboard",
+        True,
+        ("B",),
+    )
+    assert config.readers.pending_ttl_s == 30
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ('register_id = "1"', r"\[readers.bind.0\] match: give a match table or a path"),
+        ('register_id = "1"\nmatch = { colour = "red" }', r"\[readers.bind.0\] match: must be"),
+        ('match = { vendor_id = "0801" }', r"\[readers.bind.0\] register_id: missing"),
+        ('register_id = "1"\npath = "/dev/x"\nbaud = 9600', r"\[readers.bind.0\] baud: unknown"),
+    ],
+)
+def test_bad_reader_bindings_name_the_key(tmp_path, entry, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, GOOD + "\n[[readers.bind]]\n" + entry + "\n"))

@@ -1,0 +1,207 @@
+"""Card readers at the box, tied to registers: the reads waiting for each register's next sale.
+
+`ReaderService` opens the readers the configuration binds to a register (by vendor, product,
+serial, USB port path, or an explicit device path), finds them at start-up and on hot-plug, and
+turns each frame into a verdict with the decoders in `drivers/`. A loyalty ID becomes pending for
+its register and is consumed by the next GetRewards from that register that carries no ID of its
+own; a licence leaves only "over 21: yes/no". Reads expire after `pending_ttl_s`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from drivers.decoding import DecodeOptions, Verdict, decode
+from drivers.discovery import DeviceInfo, DeviceMonitor, list_readers, matches
+from drivers.keyboard_reader import KeyboardReader
+from drivers.serial_reader import SerialReader
+
+log = logging.getLogger("connectbox.readers")
+
+
+@dataclass(frozen=True)
+class ReaderBinding:
+    """One `[[readers.bind]]` entry of the configuration."""
+
+    register_id: str
+    match: dict[str, str] = field(default_factory=dict)
+    path: str | None = None  # open this device path directly (also virtual readers)
+    kind: str = "serial"  # serial or keyboard; discovered devices know their own kind
+    baudrate: int = 9600
+    options: DecodeOptions = field(default_factory=DecodeOptions)
+
+    def applies_to(self, device: DeviceInfo) -> bool:
+        return bool(self.match) and matches(device, self.match)
+
+
+@dataclass(frozen=True)
+class PendingRead:
+    register_id: str
+    at: float
+    loyalty_id: str | None = None
+    source: str | None = None  # magstripe or barcode
+    over_21: bool | None = None
+
+
+@dataclass
+class ReaderState:
+    name: str
+    devnode: str
+    kind: str
+    register_id: str
+    vendor: str | None = None
+    state: str = "connecting"
+    detail: str = ""
+    last_verdict: str = ""
+    last_read_at: float | None = None
+    reads: int = 0
+
+
+class PendingReads:
+    """The latest read per register, until it is used or expires."""
+
+    def __init__(self, ttl_s: float = 120.0) -> None:
+        self.ttl_s = ttl_s
+        self._ids: dict[str, PendingRead] = {}
+        self._ages: dict[str, PendingRead] = {}
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+
+    def put(self, read: PendingRead) -> None:
+        with self._lock:
+            target = self._ids if read.loyalty_id else self._ages
+            target[read.register_id] = read
+            self._arrived.notify_all()
+
+    def take_id(self, register_id: str | None) -> PendingRead | None:
+        return self._take(self._ids, register_id)
+
+    def take_age(self, register_id: str | None) -> PendingRead | None:
+        return self._take(self._ages, register_id)
+
+    def _take(self, table: dict[str, PendingRead], register_id: str | None) -> PendingRead | None:
+        if register_id is None:
+            return None
+        with self._lock:
+            read = table.pop(register_id, None)
+        if read is None or time.time() - read.at > self.ttl_s:
+            return None
+        return read
+
+    def wait(self, register_id: str, timeout: float) -> bool:
+        """For tests and the bench: until a read for `register_id` is pending."""
+        with self._arrived:
+            return self._arrived.wait_for(
+                lambda: register_id in self._ids or register_id in self._ages, timeout
+            )
+
+
+class ReaderService:
+    def __init__(
+        self, bindings: list[ReaderBinding], pending_ttl_s: float = 120.0, discover: bool = True
+    ) -> None:
+        self.bindings = bindings
+        self.pending = PendingReads(pending_ttl_s)
+        self.discover = discover
+        self.states: dict[str, ReaderState] = {}
+        self._readers: dict[str, SerialReader | KeyboardReader] = {}
+        self._lock = threading.Lock()
+        self._monitor: DeviceMonitor | None = None
+
+    # ---- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        for binding in self.bindings:
+            if binding.path:
+                self._open(binding.path, binding.kind, binding, name=binding.path)
+        if self.discover and any(b.match for b in self.bindings):
+            try:
+                for device in list_readers():
+                    self._device_added(device)
+                self._monitor = DeviceMonitor(self._device_added, self._device_removed)
+                self._monitor.start()
+            except Exception as exc:  # no sysfs or udev here: configured paths still work
+                log.warning("reader discovery unavailable: %s", exc)
+
+    def stop(self) -> None:
+        if self._monitor is not None:
+            self._monitor.stop()
+        with self._lock:
+            readers = list(self._readers.values())
+            self._readers.clear()
+        for reader in readers:
+            reader.stop()
+
+    def _device_added(self, device: DeviceInfo) -> None:
+        binding = next((b for b in self.bindings if b.applies_to(device)), None)
+        if binding is None:
+            log.info(
+                "reader %s (%s:%s) is not bound to a register; ignored",
+                device.devnode,
+                device.vendor_id,
+                device.product_id,
+            )
+            return
+        name = device.name or device.devnode
+        self._open(device.devnode, device.kind, binding, name=name, vendor=device.vendor_id)
+
+    def _device_removed(self, device: DeviceInfo) -> None:
+        state = self.states.get(device.devnode)
+        if state is not None:
+            state.state, state.detail = "gone", "unplugged"
+            log.warning("reader %s unplugged", device.devnode)
+
+    def _open(
+        self, path: str, kind: str, binding: ReaderBinding, name: str, vendor: str | None = None
+    ) -> None:
+        with self._lock:
+            if path in self._readers:
+                return  # already open; the reader reconnects by itself after a re-plug
+            state = ReaderState(name, path, kind, binding.register_id, vendor)
+            self.states[path] = state
+
+            def on_frame(frame: bytes) -> None:
+                self._frame(state, binding, frame)
+
+            def on_state(new_state: str, detail: str = "") -> None:
+                state.state, state.detail = new_state, detail
+                log.info("reader %s: %s %s", path, new_state, detail)
+
+            if kind == "keyboard":
+                reader: SerialReader | KeyboardReader = KeyboardReader(path, on_frame, on_state)
+            else:
+                reader = SerialReader(path, on_frame, on_state, baudrate=binding.baudrate)
+            self._readers[path] = reader
+        reader.start()
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    def _frame(self, state: ReaderState, binding: ReaderBinding, frame: bytes) -> None:
+        verdict = decode(frame, binding.options)
+        state.last_verdict = verdict.describe()
+        state.last_read_at = time.time()
+        state.reads += 1
+        log.info(
+            "reader %s (register %s): %s", state.devnode, binding.register_id, state.last_verdict
+        )
+        read = _pending_from(verdict, binding.register_id)
+        if read is not None:
+            self.pending.put(read)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [vars(state).copy() for state in self.states.values()]
+
+
+def _pending_from(verdict: Verdict, register_id: str) -> PendingRead | None:
+    if verdict.result == "id" and verdict.loyalty_id:
+        return PendingRead(
+            register_id, time.time(), loyalty_id=verdict.loyalty_id, source=verdict.source
+        )
+    if verdict.result == "dl":
+        # A licence is never a loyalty ID: only the age result goes on.
+        return PendingRead(register_id, time.time(), over_21=bool(verdict.over_21))
+    return None

@@ -1,0 +1,383 @@
+"""SerialReader over real pseudo-terminals (VirtualSerialReader): the real tty layer, real timing.
+
+Margins are generous (idle gaps of 0.3-1 s where a test depends on timing, waits of several
+seconds) so the tests hold on a loaded two-core machine.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from drivers.serial_reader import SerialReader
+from drivers.virtual import VirtualSerialReader, track2_swipe
+
+T1 = b"%B6000001234567894^LOYAL/JANE^2912101000000000?"
+T2 = b";6000001234567894=29121010000000000000?"
+WAIT = 5.0
+
+
+class Capture:
+    """Collects frames, banners and states from a reader's callbacks (reader thread)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.frames: list[tuple[float, bytes]] = []
+        self.banners: list[bytes] = []
+        self.states: list[tuple[float, str, str]] = []
+
+    def on_frame(self, frame: bytes) -> None:
+        with self.cond:
+            self.frames.append((time.monotonic(), frame))
+            self.cond.notify_all()
+
+    def on_banner(self, frame: bytes) -> None:
+        with self.cond:
+            self.banners.append(frame)
+            self.cond.notify_all()
+
+    def on_state(self, state: str, detail: str) -> None:
+        with self.cond:
+            self.states.append((time.monotonic(), state, detail))
+            self.cond.notify_all()
+
+    @property
+    def data(self) -> list[bytes]:
+        with self.cond:
+            return [frame for _t, frame in self.frames]
+
+    def wait_frames(self, count: int, timeout: float = WAIT) -> list[bytes]:
+        with self.cond:
+            self.cond.wait_for(lambda: len(self.frames) >= count, timeout)
+            return [frame for _t, frame in self.frames]
+
+    def wait_state(self, state: str, after: float = 0.0, timeout: float = WAIT) -> float:
+        """Wait for ``state`` reported after time ``after``; return when it was reported.
+
+        "connected" reports that only say a banner was ignored do not count.
+        """
+
+        def reached() -> list[float]:
+            return [
+                t
+                for t, s, d in self.states
+                if s == state and t > after and not d.startswith("banner ignored")
+            ]
+
+        with self.cond:
+            assert self.cond.wait_for(lambda: reached(), timeout), self.states
+            return reached()[0]
+
+
+def wait_until(predicate, timeout: float = WAIT) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+@pytest.fixture
+def rig(tmp_path):
+    """make(**reader_options) -> (virtual reader, started SerialReader, capture), connected."""
+    made: list[tuple[VirtualSerialReader, SerialReader]] = []
+
+    def make(**options):
+        virtual = VirtualSerialReader(directory=tmp_path, name=f"reader{len(made)}")
+        capture = Capture()
+        options.setdefault("banner_window_s", 0.0)
+        options.setdefault("reopen_interval_s", 0.1)
+        reader = SerialReader(
+            virtual.path, capture.on_frame, capture.on_state, on_banner=capture.on_banner, **options
+        )
+        made.append((virtual, reader))
+        reader.start()
+        capture.wait_state("connected")
+        assert virtual.is_open()
+        return virtual, reader, capture
+
+    yield make
+    for virtual, reader in made:
+        reader.stop()
+        virtual.close()
+
+
+def test_magtek_swipe_tracks_then_one_cr(rig):
+    virtual, reader, capture = rig()
+    virtual.swipe(T1 + T2 + b"\r")
+    assert capture.wait_frames(1) == [T1 + T2]
+    time.sleep(0.4)
+    assert capture.data == [T1 + T2]
+    assert reader.state == "connected"
+
+
+def test_idtech_cr_after_every_track_is_one_frame(rig):
+    virtual, _reader, capture = rig(idle_gap_s=0.3)
+    virtual.swipe(T1 + b"\r" + T2 + b"\r", gaps=[(len(T1) + 1, 0.02)])  # a pause after the CR
+    assert capture.wait_frames(1) == [T1 + b"\r" + T2]
+    time.sleep(0.6)
+    assert len(capture.data) == 1
+
+
+def test_ten_ms_pause_inside_a_swipe_is_one_frame(rig):
+    virtual, _reader, capture = rig(idle_gap_s=0.3)
+    swipe = T1 + T2 + b"\r"
+    virtual.swipe(swipe, gaps=[(20, 0.01), (len(T1), 0.01), (len(T1) + 10, 0.01)])
+    assert capture.wait_frames(1) == [T1 + T2]
+    time.sleep(0.6)
+    assert len(capture.data) == 1
+
+
+def test_terminated_barcode_arrives_within_milliseconds(rig):
+    # A 1 s idle gap: a frame ended by its CR must not wait for it.
+    virtual, _reader, capture = rig(idle_gap_s=1.0)
+    latencies = []
+    for n in range(5):
+        sent = time.monotonic()
+        virtual.swipe(b"]E02900001234566\r")
+        capture.wait_frames(n + 1)
+        latencies.append(capture.frames[n][0] - sent)
+    assert capture.data == [b"]E02900001234566"] * 5
+    assert min(latencies) < 0.05, latencies  # typically well under 1 ms
+    assert max(latencies) < 0.5, latencies
+
+
+def test_sign_on_banner_after_open_is_never_a_frame(rig):
+    virtual, reader, capture = rig(banner_window_s=1.0)
+    connected_at = capture.wait_state("connected")
+    virtual.send_banner(b"21088817A01\r", delay_s=0.15)  # as a port-powered MagTek does
+    assert wait_until(lambda: capture.banners)
+    assert capture.banners == [b"21088817A01"]
+    assert any("banner ignored" in d and "21088817A01" in d for _t, _s, d in capture.states)
+    assert reader.banners == 1
+    # After the window a swipe is a frame.
+    time.sleep(max(0.0, connected_at + 1.3 - time.monotonic()))
+    virtual.swipe(T2 + b"\r")
+    assert capture.wait_frames(1) == [T2]
+    assert capture.banners == [b"21088817A01"]
+
+
+def test_noise_without_terminator_is_dropped_and_the_reader_keeps_working(rig):
+    virtual, reader, capture = rig(idle_gap_s=0.2)
+    noise = bytes((i * 37 + 11) % 94 + 33 for i in range(5000))  # printable, no CR/LF/TAB
+    assert not set(noise) & {0x02, 0x03, 0x09, 0x0A, 0x0D}
+    virtual.send(noise)
+    assert wait_until(lambda: reader.bytes_received >= 5000)
+    time.sleep(0.6)  # three idle gaps: neither the head nor the tail comes out
+    assert capture.data == []
+    assert reader.dropped == 1
+    assert reader.state == "connected"
+    virtual.swipe(T2 + b"\r")
+    assert capture.wait_frames(1) == [T2]
+
+
+def test_partial_frame_then_silence_comes_out_after_the_idle_gap(rig):
+    virtual, _reader, capture = rig(idle_gap_s=0.3)
+    sent = time.monotonic()
+    virtual.swipe(b"%B60000012345")
+    assert capture.wait_frames(1) == [b"%B60000012345"]  # the decoder rejects it as partial
+    assert capture.frames[0][0] - sent >= 0.3 * 0.9
+
+
+def test_unplug_mid_frame_drops_it_and_replug_brings_the_reader_back(rig):
+    virtual, reader, capture = rig(idle_gap_s=1.0, reopen_interval_s=0.1)
+    virtual.swipe(b"%B600000123")
+    assert wait_until(lambda: reader.bytes_received >= 11)
+    virtual.unplug()
+    gone_at = capture.wait_state("gone")
+    assert reader.state == "gone"
+    time.sleep(1.3)  # longer than the idle gap: the partial frame must not come out
+    assert capture.data == []
+    virtual.replug()
+    capture.wait_state("connected", after=gone_at)
+    assert wait_until(virtual.is_open)
+    virtual.swipe(b"]E02900001234566\r")
+    assert capture.wait_frames(1) == [b"]E02900001234566"]
+    assert reader.connects == 2
+    assert reader.state == "connected"
+
+
+def test_one_reader_through_everything_without_a_restart(rig):
+    virtual, reader, capture = rig(idle_gap_s=0.3, banner_window_s=0.5, reopen_interval_s=0.1)
+    connected_at = capture.wait_state("connected")
+    virtual.send_banner(delay_s=0.1)
+    assert wait_until(lambda: reader.banners == 1)
+    time.sleep(max(0.0, connected_at + 0.7 - time.monotonic()))
+    expected = []
+    virtual.swipe(T1 + T2 + b"\r")  # MagTek
+    expected.append(T1 + T2)
+    assert capture.wait_frames(len(expected)) == expected
+    virtual.swipe(T1 + b"\r" + T2 + b"\r", gaps=[(len(T1) + 1, 0.01)])  # ID TECH
+    expected.append(T1 + b"\r" + T2)
+    assert capture.wait_frames(len(expected)) == expected
+    virtual.send(bytes(65 + i % 26 for i in range(5000)))  # noise
+    assert wait_until(lambda: reader.dropped == 1)
+    time.sleep(0.7)
+    virtual.swipe(b"]C0LOY-AB12CD34\r")
+    expected.append(b"]C0LOY-AB12CD34")
+    assert capture.wait_frames(len(expected)) == expected
+    virtual.swipe(b";6000")  # partial, then silence
+    expected.append(b";6000")
+    assert capture.wait_frames(len(expected)) == expected
+    before = reader.bytes_received
+    virtual.swipe(b"%B6000")  # unplugged mid-frame
+    assert wait_until(lambda: reader.bytes_received >= before + 6)
+    virtual.unplug()
+    gone_at = capture.wait_state("gone")
+    virtual.replug()
+    connected_at = capture.wait_state("connected", after=gone_at)
+    time.sleep(max(0.0, connected_at + 0.7 - time.monotonic()))
+    virtual.swipe(track2_swipe("6000001234567894"))
+    expected.append(b";6000001234567894=4912101?")
+    assert capture.wait_frames(len(expected)) == expected
+    assert reader.dropped == 1
+    assert reader.banners == 1
+
+
+def test_a_reader_absent_at_start_is_found_when_plugged_in(tmp_path):
+    capture = Capture()
+    path = str(tmp_path / "later")
+    reader = SerialReader(path, capture.on_frame, capture.on_state, reopen_interval_s=0.1)
+    reader.start()
+    try:
+        capture.wait_state("gone")
+        assert "cannot open" in reader.detail
+        with VirtualSerialReader(path) as virtual:
+            capture.wait_state("connected")
+            assert wait_until(virtual.is_open)
+            time.sleep(0.6)  # past the default 0.5 s banner window
+            virtual.swipe(b"]E02900001234566\r")
+            assert capture.wait_frames(1) == [b"]E02900001234566"]
+    finally:
+        reader.stop()
+    assert reader.state == "stopped"
+
+
+def test_stop_closes_the_port_and_reports_stopped(rig):
+    virtual, reader, capture = rig()
+    reader.stop()
+    assert capture.states[-1][1:] == ("stopped", "")
+    assert wait_until(lambda: not virtual.is_open())
+    reader.stop()  # twice is harmless
+
+
+def test_a_second_reader_on_the_same_port_is_refused(rig):
+    virtual, _reader, _capture = rig()
+    capture = Capture()
+    other = SerialReader(virtual.path, capture.on_frame, capture.on_state, reopen_interval_s=0.2)
+    other.start()
+    try:
+        capture.wait_state("gone")
+        assert "cannot open" in other.detail
+    finally:
+        other.stop()
+
+
+def test_virtual_reader_keeps_its_path_across_replug(tmp_path):
+    with VirtualSerialReader(directory=tmp_path) as virtual:
+        first = virtual.slave_name
+        assert os.path.realpath(virtual.path) == first
+        virtual.unplug()
+        assert not os.path.lexists(virtual.path)
+        with pytest.raises(OSError):
+            virtual.swipe(b"x")
+        virtual.replug()
+        assert os.path.realpath(virtual.path) == virtual.slave_name
+        assert virtual.plugs == 2
+        assert not virtual.is_open()
+    assert not os.path.lexists(virtual.path)
+
+
+def test_virtual_reader_refuses_to_replace_a_regular_file(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("not a tty")
+    with pytest.raises(FileExistsError):
+        VirtualSerialReader(target)
+
+
+def test_reader_sim_swipes_one_track2_card(tmp_path, capsys):
+    from drivers import reader_sim
+
+    link = tmp_path / "sim"
+    result: dict[str, int] = {}
+    argv = ["--link", str(link), "--track2", "6000001234567894", "--hold", "0.3", "--wait", "10"]
+    sim = threading.Thread(target=lambda: result.setdefault("rc", reader_sim.main(argv)))
+    sim.start()
+    capture = Capture()
+    assert wait_until(lambda: os.path.islink(link))
+    reader = SerialReader(str(link), capture.on_frame, capture.on_state, reopen_interval_s=0.1)
+    reader.start()
+    try:
+        assert capture.wait_frames(1, timeout=10) == [b";6000001234567894=4912101?"]
+        sim.join(10)
+        assert result == {"rc": 0}
+    finally:
+        reader.stop()
+        sim.join(10)
+    assert capsys.readouterr().out.splitlines()[0] == str(link)
+    assert not os.path.lexists(link)
+
+
+def test_reader_sim_usage_errors(tmp_path):
+    from drivers import reader_sim
+
+    assert reader_sim.main(["--track2", "12AB", "--link", str(tmp_path / "x")]) == 2
+    assert reader_sim.main(["--no-such-option"]) == 2
+    (tmp_path / "file").write_text("")
+    assert reader_sim.main(["--link", str(tmp_path / "file")]) == 2
+
+
+def test_reader_sim_swipes_stdin_lines(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    link = tmp_path / "sim"
+    root = Path(__file__).resolve().parents[2]
+    sim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "drivers.reader_sim",
+            "--link",
+            str(link),
+            "--escapes",
+            "--hold",
+            "0.2",
+        ],
+        cwd=root,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    capture = Capture()
+    reader = None
+    try:
+        assert sim.stdout.readline().decode().strip() == str(link)
+        reader = SerialReader(
+            str(link),
+            capture.on_frame,
+            capture.on_state,
+            reopen_interval_s=0.1,
+            banner_window_s=0.0,
+        )
+        reader.start()
+        capture.wait_state("connected")
+        sim.stdin.write(b"]C0LOY-AB12CD34\n")
+        sim.stdin.flush()
+        assert capture.wait_frames(1) == [b"]C0LOY-AB12CD34"]
+        sim.stdin.write(b"\\x02;6000001234567894=2912?\\x03\n")
+        sim.stdin.flush()
+        assert capture.wait_frames(2)[1] == b"\x02;6000001234567894=2912?\x03"
+        sim.stdin.close()
+        assert sim.wait(10) == 0
+    finally:
+        if reader is not None:
+            reader.stop()
+        if sim.poll() is None:
+            sim.kill()
+            sim.wait()

@@ -1,0 +1,90 @@
+"""Card reads on virtual serial readers (real pseudo-terminals) reaching the host via the POS."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from app.pos import simulator as sim
+from app.readers import ReaderBinding
+from drivers.virtual import VirtualSerialReader
+
+CARD = "6000001234567894"
+SWIPE = f"%B{CARD}^LOYAL/JANE^2912101000000000?;{CARD}=29121010000000000000?\r".encode()
+# AAMVA track 2 of a licence: IIN 636014, expiry 2912, birth date 20100115 (under 21).
+MINOR_LICENCE = b";6360141234567890=291220100115?\r"
+
+
+@pytest.fixture
+def reader(tmp_path):
+    virtual = VirtualSerialReader(directory=tmp_path)
+    yield virtual
+    virtual.close()
+
+
+def _box_with_reader(make_box, host, reader, register="1", ttl=120):
+    box = make_box(host.url, readers=[ReaderBinding(register, path=reader.path)],
+                   pending_ttl_s=ttl)
+    deadline = time.monotonic() + 5
+    while box.readers.states[reader.path].state != "connected":
+        assert time.monotonic() < deadline, box.readers.states[reader.path]
+        time.sleep(0.02)
+    time.sleep(0.6)  # past the sign-on banner window that follows opening the port
+    return box
+
+
+def _get_rewards(box, register, loyalty_id=None):
+    counter = sim.SequenceCounter()
+    txn = sim.transaction(register, counter.new_transaction(),
+                          [sim.item_line(1, "028200003843", 2, "9.49")])
+    with sim.PosClient("127.0.0.1", box.pos_server.port) as pos:
+        return pos.send(sim.get_rewards(counter.next(), txn, loyalty_id))
+
+
+def test_read_goes_to_its_registers_next_get_rewards(reference_host, make_box, reader):
+    box = _box_with_reader(make_box, reference_host, reader)
+    reader.swipe(SWIPE)
+    assert box.readers.pending.wait("1", timeout=5)
+    _get_rewards(box, "2")  # another register: not its read
+    _get_rewards(box, "1")
+    _get_rewards(box, "1")  # consumed once
+    other, mine, again = reference_host.store.rewards_requests()
+    assert other["loyalty_id"] is None
+    assert mine["loyalty_id"] == {"value": CARD, "entry_method": "swipe", "source": "reader"}
+    assert again["loyalty_id"] is None
+    [state] = box.readers.snapshot()
+    assert state["reads"] == 1 and CARD not in state["last_verdict"]
+
+
+def test_pos_loyalty_id_wins_and_the_read_waits(reference_host, make_box, reader):
+    box = _box_with_reader(make_box, reference_host, reader)
+    reader.swipe(SWIPE)
+    assert box.readers.pending.wait("1", timeout=5)
+    _get_rewards(box, "1", "2142840123")
+    _get_rewards(box, "1")
+    keyed, read = reference_host.store.rewards_requests()
+    assert keyed["loyalty_id"]["value"] == "2142840123"
+    assert read["loyalty_id"]["value"] == CARD
+
+
+def test_expired_read_is_not_used(reference_host, make_box, reader):
+    box = _box_with_reader(make_box, reference_host, reader, ttl=5)
+    box.readers.pending.ttl_s = 0.2  # shorter than the configuration allows, for the test
+    reader.swipe(SWIPE)
+    assert box.readers.pending.wait("1", timeout=5)
+    time.sleep(0.4)
+    _get_rewards(box, "1")
+    [body] = reference_host.store.rewards_requests()
+    assert body["loyalty_id"] is None
+
+
+def test_under_21_licence_marks_the_sale_not_age_verified(reference_host, make_box, reader):
+    box = _box_with_reader(make_box, reference_host, reader)
+    reader.swipe(MINOR_LICENCE)
+    assert box.readers.pending.wait("1", timeout=5)
+    _get_rewards(box, "1", "2142840123")
+    [body] = reference_host.store.rewards_requests()
+    assert body["customer"]["age_verified"] is False
+    assert body["loyalty_id"]["value"] == "2142840123"  # a licence is never the loyalty ID
+    assert "6360141234567890" not in str(body) and "20100115" not in str(box.readers.snapshot())
