@@ -93,6 +93,9 @@ class FrameAssembler:
         self._last: float | None = None  # last byte seen, kept or discarded
         self._discarding = False  # after an overflow or drop(now): until a terminator or gap
         self._soft_end = False  # buffer ends "?" CR: ends at the gap unless a sentinel follows
+        # Learned from the reader's own swipes: one CR per swipe (MagTek) or per track (ID TECH).
+        self._single_cr = False
+        self._cr_per_track = False
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -183,6 +186,8 @@ class FrameAssembler:
                 return
             if byte in MAGSTRIPE_START:
                 self._soft_end = False  # ID TECH: the next track of the same swipe
+                self._cr_per_track = True  # seen it: never take a CR after `?` as final
+                self._single_cr = False
                 self._append(byte)
                 return
             out.append(self._emit(last=previous))  # anything else: the swipe ended at the CR
@@ -194,8 +199,13 @@ class FrameAssembler:
             if first == ord("]") and len(buf) >= 2 and buf[1] == ord("L"):
                 self._append(byte)  # PDF417 (AAMVA): LF/CR are data, the gap ends it
                 return
+            if first in MAGSTRIPE_START and not self._cr_per_track and self._tracks_joined():
+                # Tracks back to back with no CR between them: this reader (MagTek) sends
+                # one CR per swipe, so its CR is final now and for its later swipes too.
+                self._single_cr = True
             if (
                 self.wait_after_track_cr
+                and not self._single_cr
                 and first in MAGSTRIPE_START
                 and byte != TAB
                 and self._after_end_sentinel()
@@ -206,6 +216,19 @@ class FrameAssembler:
             out.append(self._emit())
             return
         self._append(byte)
+
+    def forget_reader_style(self) -> None:
+        """Unlearn one-CR-per-swipe versus CR-per-track (a new device on this port)."""
+        self._single_cr = self._cr_per_track = False
+
+    def _tracks_joined(self) -> bool:
+        """A `?` (or `?` and its LRC byte) followed directly by another track's start sentinel."""
+        buf = self._buf
+        return any(
+            buf[i] in MAGSTRIPE_START
+            and (buf[i - 1] == END_SENTINEL or (i >= 2 and buf[i - 2] == END_SENTINEL))
+            for i in range(1, len(buf))
+        )
 
     def _after_end_sentinel(self) -> bool:
         buf = self._buf
@@ -370,6 +393,7 @@ class ReaderThread:
                     continue
                 self._opened_at = time.monotonic()
                 self.connects += 1
+                self.assembler.forget_reader_style()  # another reader may be plugged in now
                 self._set_state("connected", self._connected_detail())
                 try:
                     self._pump(fd)

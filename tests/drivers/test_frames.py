@@ -11,14 +11,19 @@ T1 = b"%B6000001234567894^LOYAL/JANE^2912101000000000?"
 T2 = b";6000001234567894=29121010000000000000?"
 
 
-def test_magtek_swipe_one_cr_after_all_tracks_ends_after_the_gap():
+def test_single_track_swipe_with_one_cr_ends_after_the_gap():
     asm = FrameAssembler(GAP)
-    assert asm.feed(T1 + T2 + b"\r", 10.0) == []  # "?" CR: maybe another ID TECH track follows
+    assert asm.feed(T2 + b"\r", 10.0) == []  # "?" CR: maybe another ID TECH track follows
     assert asm.deadline() == pytest.approx(10.0 + GAP)
     assert asm.poll(10.0 + GAP - 0.001) is None
-    assert asm.poll(10.0 + GAP) == T1 + T2
+    assert asm.poll(10.0 + GAP) == T2
     assert asm.poll(20.0) is None
     assert asm.frames == 1
+
+
+def test_magtek_swipe_tracks_back_to_back_ends_at_the_cr():
+    asm = FrameAssembler(GAP)
+    assert asm.feed(T1 + T2 + b"\r", 10.0) == [T1 + T2]  # no CR between tracks: CR is final
 
 
 def test_magtek_mode_ends_at_the_cr_at_once():
@@ -207,3 +212,26 @@ def test_describe_frame_withholds_card_data():
     for card in (T1, T2, b"]L2@\n\x1e\rANSI 6360", b"\x02%B123?\x03"):
         text = describe_frame(card)
         assert "withheld" in text and "6000" not in text and "6360" not in text
+
+
+def test_single_cr_reader_is_learned_and_its_swipes_end_at_the_cr():
+    from drivers.frames import FrameAssembler
+
+    assembler = FrameAssembler(idle_gap_s=0.15)
+    # Tracks back to back, one CR: the CR is final at once, no idle gap to wait for.
+    assert assembler.feed(b"%B6000001234567894^A/B^29?;6000001234567894=29?\r", 0.0) == [
+        b"%B6000001234567894^A/B^29?;6000001234567894=29?"
+    ]
+    # Learned: the same reader's track-2-only swipe also ends at its CR.
+    assert assembler.feed(b";6000001234567894=29?\r", 1.0) == [b";6000001234567894=29?"]
+
+
+def test_cr_per_track_reader_is_never_taken_for_a_single_cr_one():
+    from drivers.frames import FrameAssembler
+
+    assembler = FrameAssembler(idle_gap_s=0.15)
+    assert assembler.feed(b"%B6000001234567894^A/B^29?\r;6000001234567894=29?\r", 0.0) == []
+    assert assembler.poll(0.2) == b"%B6000001234567894^A/B^29?\r;6000001234567894=29?"
+    # A later swipe with joined tracks does not flip this reader to "single CR".
+    assert assembler.feed(b"%B1?;1?\r", 1.0) == []
+    assert assembler.poll(1.2) == b"%B1?;1?"

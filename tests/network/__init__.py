@@ -1,0 +1,1 @@
+"""Network tests: discovery, reachability, neighbours, mDNS (namespace helpers in netns.py)."""
