@@ -23,6 +23,8 @@ from app.host.connectivity import HostConnectivity
 from app.host.payload import Identity
 from app.host.relay import HostRelay
 from app.journal import Journal
+from app.network.manager import NetworkManager
+from app.network.mdns import Announcer
 from app.offline.engine import OfflineEngine
 from app.offline.policy import PolicyManager
 from app.outbox import Outbox
@@ -64,6 +66,14 @@ class Box:
         self.readers = ReaderService(
             config.readers.bindings, config.readers.pending_ttl_s, config.readers.discover
         )
+        self.network = NetworkManager(
+            config.host.url,
+            lambda: self.host_client.token,
+            config.host.device_id,
+            ca_file=config.host.ca_file,
+            check_every_s=config.network.check_interval_s,
+        )
+        self.announcer: Announcer | None = None
         self.sessions = SessionStore(ttl_s=config.pos.session_timeout_s)
         self.service = LoyaltyService(
             Identity(config.host.device_id, config.host.site_id),
@@ -106,6 +116,13 @@ class Box:
         self._housekeeping.start()
         self.readers.start()
         self.pos_server.start()
+        self.network.start()
+        if self.config.network.mdns:
+            self.announcer = Announcer(
+                self.config.host.device_id, __version__, self.pos_server.port, self.status_port
+            )
+            self.announcer.start()
+            self.network.on_network_change(lambda facts: self.announcer.update_addresses(None))
         self._status_thread = threading.Thread(
             target=self.status_server.run, name="status-web", daemon=True
         )
@@ -123,8 +140,11 @@ class Box:
             return
         self._stopped.set()
         log.info("stopping")
+        if self.announcer is not None:
+            self.announcer.close()  # withdraw the mDNS announcement first
         self.pos_server.stop()
         self.status_server.close()
+        self.network.stop()
         self.readers.stop()
         self.outbox.stop()
         self.policies.stop()
@@ -181,4 +201,6 @@ class Box:
             "journal": {"recovered_from": self.journal.recovered_from, **self.journal.stats()},
             "policy": self.policies.snapshot(),
             "readers": self.readers.snapshot(),
+            "network": self.network.snapshot(),
+            "mdns": self.announcer.snapshot() if self.announcer else None,
         }

@@ -78,6 +78,12 @@ class ReadersConfig:
 
 
 @dataclass
+class NetworkConfig:
+    mdns: bool = True
+    check_interval_s: int = 300
+
+
+@dataclass
 class LogConfig:
     level: str = "INFO"
 
@@ -90,6 +96,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     readers: ReadersConfig = field(default_factory=ReadersConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<built-in>"
 
@@ -117,7 +124,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
-    sections = {"pos", "host", "status", "storage", "policy", "readers", "log"}
+    sections = {"pos", "host", "status", "storage", "policy", "readers", "network", "log"}
     for name in raw:
         if name not in sections:
             raise ConfigError(f"config error: [{name}]: unknown section")
@@ -171,6 +178,11 @@ def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
         bindings=readers.bindings("bind"),
         pending_ttl_s=readers.integer("pending_ttl_s", 120, 5, 3600),
         discover=readers.boolean("discover", True),
+    )
+    network = reader.section("network", {"mdns", "check_interval_s"})
+    config.network = NetworkConfig(
+        mdns=network.boolean("mdns", True),
+        check_interval_s=network.integer("check_interval_s", 300, 30, 86400),
     )
     log = reader.section("log", {"level"})
     config.log = LogConfig(level=log.choice("level", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"))

@@ -17,6 +17,7 @@ from app.config import (
     Config,
     HostConfig,
     Listen,
+    NetworkConfig,
     PolicyConfig,
     PosConfig,
     StatusConfig,
@@ -37,6 +38,8 @@ def demo_config(host_url: str, pos_port: int, status_port: int, data_dir: Path) 
         storage=StorageConfig(data_dir=data_dir),
         # The reference host signs its policy with a public TEST key; only the demo trusts it.
         policy=PolicyConfig(trusted_keys={TEST_KEY_ID: TEST_PUBLIC_KEY_B64}),
+        # No mDNS from a developer's machine (or a test): it would announce on the real LAN.
+        network=NetworkConfig(mdns=False),
         source="<demo>",
     )
 

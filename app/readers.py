@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.decoding import DecodeOptions, Verdict, decode
-from drivers.discovery import DeviceInfo, DeviceMonitor, list_readers, matches
+from drivers.discovery import DeviceInfo, DeviceMonitor, matches
 from drivers.keyboard_reader import KeyboardReader
 from drivers.serial_reader import SerialReader
 
@@ -102,11 +103,16 @@ class PendingReads:
 
 class ReaderService:
     def __init__(
-        self, bindings: list[ReaderBinding], pending_ttl_s: float = 120.0, discover: bool = True
+        self,
+        bindings: list[ReaderBinding],
+        pending_ttl_s: float = 120.0,
+        discover: bool = True,
+        lister: Callable[[], list[DeviceInfo]] | None = None,
     ) -> None:
         self.bindings = bindings
         self.pending = PendingReads(pending_ttl_s)
         self.discover = discover
+        self._lister = lister  # tests: a stand-in for the USB bus; None = pyudev/sysfs
         self.states: dict[str, ReaderState] = {}
         self._readers: dict[str, SerialReader | KeyboardReader] = {}
         self._lock = threading.Lock()
@@ -120,9 +126,13 @@ class ReaderService:
                 self._open(binding.path, binding.kind, binding, name=binding.path)
         if self.discover and any(b.match for b in self.bindings):
             try:
-                for device in list_readers():
-                    self._device_added(device)
-                self._monitor = DeviceMonitor(self._device_added, self._device_removed)
+                # Reports what is plugged in now, then every add and remove.
+                self._monitor = DeviceMonitor(
+                    self._device_added,
+                    self._device_removed,
+                    lister=self._lister,
+                    poll_interval_s=0.2 if self._lister else 2.0,
+                )
                 self._monitor.start()
             except Exception as exc:  # no sysfs or udev here: configured paths still work
                 log.warning("reader discovery unavailable: %s", exc)

@@ -107,6 +107,7 @@ def main() -> int:
         f'site_id = "S-1001"\ntoken = "demo-token"\n'
         f'[status]\nlisten = "127.0.0.1:{status_port}"\n'
         f'[storage]\ndata_dir = "{workdir / "data"}"\n[log]\nlevel = "WARNING"\n'
+        "[network]\nmdns = false\n"
     )
     cli = [sys.executable, "-m", "app"]
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}

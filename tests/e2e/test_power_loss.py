@@ -39,6 +39,7 @@ def _write_config(tmp_path: Path, host_url: str, pos_port: int, status_port: int
         f'token = "demo-token"\ndeadline_ms = 1500\n'
         f'[status]\nlisten = "127.0.0.1:{status_port}"\n'
         f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[log]\nlevel = "WARNING"\n'
+        "[network]\nmdns = false\n"
     )
     return path
 

@@ -38,6 +38,8 @@ token = "demo-token"
 listen = "127.0.0.1:{status_port}"
 [storage]
 data_dir = "{tmp_path / "data"}"
+[network]
+mdns = false
 """
     )
     return str(path)

@@ -24,8 +24,7 @@ def reader(tmp_path):
 
 
 def _box_with_reader(make_box, host, reader, register="1", ttl=120):
-    box = make_box(host.url, readers=[ReaderBinding(register, path=reader.path)],
-                   pending_ttl_s=ttl)
+    box = make_box(host.url, readers=[ReaderBinding(register, path=reader.path)], pending_ttl_s=ttl)
     deadline = time.monotonic() + 5
     while box.readers.states[reader.path].state != "connected":
         assert time.monotonic() < deadline, box.readers.states[reader.path]
@@ -36,8 +35,9 @@ def _box_with_reader(make_box, host, reader, register="1", ttl=120):
 
 def _get_rewards(box, register, loyalty_id=None):
     counter = sim.SequenceCounter()
-    txn = sim.transaction(register, counter.new_transaction(),
-                          [sim.item_line(1, "028200003843", 2, "9.49")])
+    txn = sim.transaction(
+        register, counter.new_transaction(), [sim.item_line(1, "028200003843", 2, "9.49")]
+    )
     with sim.PosClient("127.0.0.1", box.pos_server.port) as pos:
         return pos.send(sim.get_rewards(counter.next(), txn, loyalty_id))
 
@@ -88,3 +88,40 @@ def test_under_21_licence_marks_the_sale_not_age_verified(reference_host, make_b
     assert body["customer"]["age_verified"] is False
     assert body["loyalty_id"]["value"] == "2142840123"  # a licence is never the loyalty ID
     assert "6360141234567890" not in str(body) and "20100115" not in str(box.readers.snapshot())
+
+
+def test_reader_found_by_vendor_on_hot_plug(reference_host, make_box, reader):
+    """Discovery matches a plugged-in MagTek (vendor 0801) to register 1, also after a re-plug."""
+    from app.box import Box
+    from app.readers import ReaderService
+    from drivers.discovery import DeviceInfo
+
+    bus: list[DeviceInfo] = []
+    magtek = DeviceInfo(reader.path, "serial", "0801", "0011", "B123", "1-1.2", "MagTek")
+    box: Box = make_box(reference_host.url)
+    service = ReaderService(
+        [ReaderBinding("1", match={"vendor_id": "0801"})], lister=lambda: list(bus)
+    )
+    service.start()
+    try:
+        assert service.states == {}
+        bus.append(magtek)  # plugged in after start-up
+        deadline = time.monotonic() + 5
+        while service.states.get(reader.path) is None or (
+            service.states[reader.path].state != "connected"
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert service.states[reader.path].vendor == "0801"
+        bus.clear()  # unplugged
+        while service.states[reader.path].state != "gone":
+            assert time.monotonic() < deadline + 5
+            time.sleep(0.02)
+        bus.append(magtek)
+        time.sleep(1.0)
+        reader.swipe(SWIPE)
+        assert service.pending.wait("1", timeout=5)
+        assert service.pending.take_id("1").loyalty_id == CARD
+    finally:
+        service.stop()
+        assert box.pos_server.running
