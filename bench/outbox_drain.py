@@ -36,17 +36,38 @@ def finalize_body(n: int) -> dict:
         "device_id": "D-DEMO",
         "site_id": "S-1001",
         "session_id": f"CB{n:010d}",
-        "pos": {"dialect": "passport", "vendor": "Gilbarco", "model_version": "12.23.03.02",
-                "interface_version": "1.2", "store_location_id": "S-1001", "register_id": "1",
-                "pos_transaction_id": str(n), "pos_sequence_id": f"01-{n}^1^",
-                "outside_sale": False, "offline": False},
+        "pos": {
+            "dialect": "passport",
+            "vendor": "Gilbarco",
+            "model_version": "12.23.03.02",
+            "interface_version": "1.2",
+            "store_location_id": "S-1001",
+            "register_id": "1",
+            "pos_transaction_id": str(n),
+            "pos_sequence_id": f"01-{n}^1^",
+            "outside_sale": False,
+            "offline": False,
+        },
         "loyalty_id": {"value": "2142840123", "entry_method": "manual", "source": "pos"},
         "customer": {"age_verified": None},
-        "basket": {"lines": [{"line_number": 1, "kind": "item", "status": "normal",
-                              "code_format": "upcA", "code": "028200003843",
-                              "description": "MARLBORO GOLD BOX", "department": "TOBACCO",
-                              "quantity": "2", "unit_price": "9.49", "regular_price": "9.49",
-                              "amount": "18.98"}], "total": "18.98"},
+        "basket": {
+            "lines": [
+                {
+                    "line_number": 1,
+                    "kind": "item",
+                    "status": "normal",
+                    "code_format": "upcA",
+                    "code": "028200003843",
+                    "description": "MARLBORO GOLD BOX",
+                    "department": "TOBACCO",
+                    "quantity": "2",
+                    "unit_price": "9.49",
+                    "regular_price": "9.49",
+                    "amount": "18.98",
+                }
+            ],
+            "total": "18.98",
+        },
         "occurred_at": "2026-11-16T14:00:00-06:00",
         "event": "finalize",
         "tenders": [{"code": "cash", "amount": "17.98"}],
@@ -68,13 +89,16 @@ def main() -> int:
     for n in range(args.events):
         journal.add_event(f"bench-{n:08d}", "finalize", finalize_body(n), origin="offline")
     fill_s = time.perf_counter() - started
-    print(f"filled {args.events} pending events in {fill_s:.1f} s "
-          f"({args.events / fill_s:.0f} committed events/s)")
+    print(
+        f"filled {args.events} pending events in {fill_s:.1f} s "
+        f"({args.events / fill_s:.0f} committed events/s)"
+    )
 
     port = free_port()
     host = subprocess.Popen(
         [sys.executable, "-m", "app", "host-sim", "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -84,17 +108,20 @@ def main() -> int:
                 break
             except requests.ConnectionError:
                 time.sleep(0.1)
-        outbox = Outbox(journal, HostClient(url, "demo-token", "D-DEMO", timeout_s=30),
-                        HostConnectivity())
+        outbox = Outbox(
+            journal, HostClient(url, "demo-token", "D-DEMO", timeout_s=30), HostConnectivity()
+        )
         started = time.perf_counter()
         while outbox.deliver_due():
             pass
         drain_s = time.perf_counter() - started
         backlog = journal.backlog()
         stored = len(requests.get(url + "/_sim/events", timeout=60).json()["events"])
-        print(f"drained {args.events} events in {drain_s:.1f} s = {args.events / drain_s:.0f} "
-              f"events/s through /v1/transactions/batch (500 per call); "
-              f"left pending {backlog.depth}; host stored {stored}")
+        print(
+            f"drained {args.events} events in {drain_s:.1f} s = {args.events / drain_s:.0f} "
+            f"events/s through /v1/transactions/batch (500 per call); "
+            f"left pending {backlog.depth}; host stored {stored}"
+        )
     finally:
         host.terminate()
         host.wait(timeout=10)

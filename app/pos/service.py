@@ -237,7 +237,13 @@ class LoyaltyService:
             return Handled(earlier)
         response = _answer(request, session.session_id if session else "")
         body = self._event_body("finalize", request, session)
-        self._journal_event(event_id, body, session)
+        # Claimed before it is journaled: the outbox must not send it while we do.
+        self.outbox.claim(event_id)
+        try:
+            self._journal_event(event_id, body, session)
+        except BaseException:
+            self.outbox.release(event_id)
+            raise
         waited = self._deliver_now(body, event_id, deadline)
         if waited.answer is not None:
             response.receipt_lines = receipt_lines(waited.answer.get("receipt_lines"))
@@ -321,12 +327,12 @@ class LoyaltyService:
         self.counters.add(f"events.journaled.{body['event']}")
 
     def _deliver_now(self, body: dict[str, Any], event_id: str, deadline: float) -> _Waited:
-        """Try to deliver inside the POS deadline (for receipt lines); else the outbox will."""
+        """Try to deliver a claimed event inside the POS deadline (for receipt lines); the
+        outbox takes it over when this fails or the host is known to be down."""
         started = time.monotonic()
         if self.relay.connectivity.known_down:
-            self.outbox.wake()
+            self.outbox.release(event_id)
             return _Waited(None, 0.0)
-        self.outbox.claim(event_id)
         label = f"{body['event']} event {event_id}"
         future = self.relay.submit(lambda: self.client.transaction(body, event_id), label)
         future.add_done_callback(lambda f: self._delivered_now(f, event_id))
