@@ -102,6 +102,7 @@ class Box:
         self._status_thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self._closed = False
+        self.restart_requested = False
 
     @property
     def status_port(self) -> int:
@@ -169,6 +170,12 @@ class Box:
             self._stopped.clear()
             self.stop()
         log.info("stopped")
+
+    def request_restart(self) -> None:
+        """Leave `run()` shortly (after the caller's answer is out); systemd starts us again."""
+        log.warning("restart requested")
+        self.restart_requested = True
+        threading.Timer(0.5, self._stopped.set).start()
 
     def _host_changed(self, online: bool) -> None:
         self._save_last_host_contact()

@@ -102,7 +102,8 @@ def _run(config_arg: str | None) -> int:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
     box.run()
-    return 0
+    # Non-zero on a requested restart, so systemd's Restart= policy starts the service again.
+    return 75 if box.restart_requested else 0
 
 
 def _host_sim(listen: str, db: str, policy: str | None) -> int:

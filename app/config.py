@@ -57,6 +57,7 @@ class HostConfig:
 @dataclass
 class StatusConfig:
     listen: Listen = field(default_factory=lambda: Listen("0.0.0.0", 8080))
+    pin: str | None = None  # the site PIN for technician actions; None disables them
 
 
 @dataclass
@@ -162,8 +163,10 @@ def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
         timeout_s=host.number("timeout_s", 10.0, 1.0, 120.0),
         ca_file=host.optional_string("ca_file"),
     )
-    status = reader.section("status", {"listen"})
-    config.status = StatusConfig(listen=status.listen("listen", config.status.listen))
+    status = reader.section("status", {"listen", "pin"})
+    config.status = StatusConfig(
+        listen=status.listen("listen", config.status.listen), pin=status.pin("pin")
+    )
     storage = reader.section("storage", {"data_dir"})
     config.storage = StorageConfig(
         data_dir=Path(storage.string("data_dir", str(config.storage.data_dir)))
@@ -238,6 +241,15 @@ class _Reader:
         ):
             raise self.fail(key, f"must be a number from {low:g} to {high:g} (got {value!r})")
         return float(value)
+
+    def pin(self, key: str) -> str | None:
+        value = self.raw.get(key)
+        if value is None:
+            return None
+        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if not isinstance(text, str) or not text.isdigit() or not 4 <= len(text) <= 12:
+            raise self.fail(key, "must be 4 to 12 digits")
+        return text
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self.raw.get(key, default)

@@ -38,8 +38,11 @@ class Session:
 
 
 class SessionStore:
-    def __init__(self, ttl_s: float = 3600.0) -> None:
+    def __init__(self, ttl_s: float = 3600.0, max_sessions: int = 2000) -> None:
         self.ttl_s = ttl_s
+        # A site has a few registers: thousands of open transactions mean a POS that never
+        # finalizes; the oldest are forgotten first so memory stays bounded.
+        self.max_sessions = max_sessions
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
 
@@ -52,6 +55,9 @@ class SessionStore:
                 # Keep the POS's id when it sends one we lost (restart): the transaction goes on.
                 session = Session(session_id=session_id or self._new_id())
                 self._sessions[session.session_id] = session
+                while len(self._sessions) > self.max_sessions:
+                    oldest = min(self._sessions.values(), key=lambda s: s.touched)
+                    del self._sessions[oldest.session_id]
             session.touched = time.monotonic()
             return session
 

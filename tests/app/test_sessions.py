@@ -28,3 +28,13 @@ def test_drop():
     session = store.open("")
     assert store.drop(session.session_id) is session
     assert store.get(session.session_id) is None
+
+
+def test_open_sessions_are_bounded_oldest_first():
+    store = SessionStore(max_sessions=3)
+    first = store.open("")
+    time.sleep(0.001)
+    others = [store.open("") for _ in range(3)]
+    assert len(store) == 3
+    assert store.get(first.session_id) is None
+    assert all(store.get(s.session_id) is s for s in others)

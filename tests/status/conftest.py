@@ -1,0 +1,137 @@
+"""The status page under test: a real box (reference host, real POS port) and its status app.
+
+`status_site(...)` builds a box with `make_box`, sets the site PIN, and serves a status app made
+by `create_app` on its own loopback port, with a status provider that merges `site.extra` into
+`Box.status()` (the test hook for sections the box does not report yet, like a reader gone).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from flask import Flask
+from waitress.server import create_server
+
+from app.box import Box
+from app.host.reference.server import start_in_thread
+from app.pos import simulator as sim
+from app.status.web import create_app
+
+PIN = "pin-4821"
+PHONE = "2142840123"
+TOBACCO = "028200003843"
+
+
+@dataclass
+class StatusSite:
+    box: Box
+    app: Flask
+    url: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def status(self) -> dict[str, Any]:
+        return {**self.box.status(), **self.extra}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def sale(box: Box, loyalty_id: str | None = PHONE, register: str = "1", pos=None, entry="manual"):
+    """GetRewards + FinalizeRewards of two packs of cigarettes; on `pos` when given."""
+    counter = sim.SHARED_COUNTER  # POS transaction ids keep rising across sales
+    client = pos or sim.PosClient("127.0.0.1", box.pos_server.port)
+    try:
+        txn = sim.transaction(
+            register,
+            counter.new_transaction(),
+            [sim.item_line(1, TOBACCO, 2, "9.49", description="MARLBORO GOLD BOX")],
+        )
+        first = client.send(sim.get_rewards(counter.next(register), txn, loyalty_id, entry))
+        head = sim.header(counter.next(register), first.header.loyalty_sequence_id)
+        return first, client.send(sim.finalize(head, txn, loyalty_id, entry))
+    finally:
+        if pos is None:
+            client.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Flask], str]]:
+    """Serve a Flask app with waitress on a free loopback port; returns its base URL."""
+    servers = []
+
+    def start(app: Flask) -> str:
+        server = create_server(app, host="127.0.0.1", port=0, threads=4)
+        thread = threading.Thread(target=server.run, name="status-test-web", daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.effective_port}"
+
+    yield start
+    for server, thread in servers:
+        _stop(server, thread)
+
+
+def _stop(server: Any, thread: threading.Thread) -> None:
+    """Close the server on its own loop thread (closing it from here races its select())."""
+
+    def close_all() -> None:
+        for dispatcher in list(server._map.values()):
+            if dispatcher is not server and dispatcher is not server.trigger:
+                dispatcher.handle_close()
+        server.close()
+
+    server.trigger.pull_trigger(close_all)
+    thread.join(5)
+    server.task_dispatcher.shutdown(timeout=5)
+
+
+class Host:
+    """The reference central host, which a test may stop (once) to take the host away."""
+
+    def __init__(self) -> None:
+        self._running = start_in_thread("127.0.0.1", 0)
+        self.url = self._running.url
+        self.store = self._running.store
+        self._stopped = False
+
+    def stop(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            self._running.stop()
+
+
+@pytest.fixture
+def host() -> Iterator[Host]:
+    running = Host()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def status_site(host, make_box, serve) -> Callable[..., StatusSite]:
+    def make(pin: str | None = PIN, **box_options: Any) -> StatusSite:
+        box = make_box(host.url, **box_options)
+        box.config.status.pin = pin  # the [status] pin setting
+        holder: dict[str, StatusSite] = {}
+        app = create_app(box, status_provider=lambda: holder["site"].status())
+        site = StatusSite(box, app, "")
+        holder["site"] = site
+        site.url = serve(app)
+        assert wait_for(lambda: box.policies.current() is not None), "no policy from the host"
+        network = getattr(box, "network", None)
+        if network is not None:  # first discovery runs in the background: let it finish
+            wait_for(lambda: network.snapshot().get("refreshed_at") is not None)
+        return site
+
+    return make
