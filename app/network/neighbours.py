@@ -43,6 +43,8 @@ _COMPILED = [
 _BASE16 = re.compile(r"^\s*([0-9A-Fa-f]{6})\s+\(base 16\)\s*(.*)$")
 
 _cache_lock = threading.Lock()
+# Per registry file version: OUI -> organisation ("" when not registered). Only the OUIs seen on
+# the site are kept: the whole registry would be ~5 MB of Python objects in a small box.
 _cache: dict[tuple[str, float, int], dict[str, str]] = {}
 
 
@@ -56,22 +58,30 @@ def parse_oui(text: str) -> dict[str, str]:
     return table
 
 
-def load_oui(path: Path | str = OUI_PATH) -> dict[str, str]:
-    """The registry at `path`, parsed once and cached (until the file changes)."""
+def load_oui(path: Path | str = OUI_PATH, wanted: set[str] | None = None) -> dict[str, str]:
+    """Organisations of the `wanted` OUIs (6 upper-case hex digits; None: the whole registry),
+    read from the registry at `path` and cached until the file changes."""
     path = Path(path)
     try:
         stat = path.stat()
     except OSError:
         return {}
+    if wanted is None:
+        return parse_oui(path.read_text(encoding="utf-8", errors="replace"))
     key = (str(path), stat.st_mtime, stat.st_size)
     with _cache_lock:
-        table = _cache.get(key)
-        if table is None:
-            table = parse_oui(path.read_text(encoding="utf-8", errors="replace"))
-            for old in [k for k in _cache if k[0] == key[0]]:
-                del _cache[old]
-            _cache[key] = table
-        return table
+        known = _cache.setdefault(key, {})
+        for old in [k for k in _cache if k[0] == key[0] and k != key]:
+            del _cache[old]
+        missing = wanted - known.keys()
+        if missing:
+            known.update(dict.fromkeys(missing, ""))
+            with path.open(encoding="utf-8", errors="replace") as lines:
+                for line in lines:  # one streaming pass for everything not yet known
+                    found = _BASE16.match(line)
+                    if found and found.group(1).upper() in missing:
+                        known[found.group(1).upper()] = found.group(2).strip()
+        return {oui: known[oui] for oui in wanted if known[oui]}
 
 
 def _normalise(name: str) -> str:
@@ -138,4 +148,6 @@ def pos_candidates(oui_path: Path | str = OUI_PATH, neigh_json: Any = None) -> l
             neigh_json = run_ip("neigh", "show")
         except (DiscoveryError, ValueError):
             neigh_json = []
-    return label(parse_neighbours(neigh_json), load_oui(oui_path))
+    entries = parse_neighbours(neigh_json)
+    ouis = {re.sub(r"[^0-9A-Fa-f]", "", e["mac"]).upper()[:6] for e in entries}
+    return label(entries, load_oui(oui_path, ouis))

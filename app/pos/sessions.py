@@ -38,7 +38,7 @@ class Session:
 
 
 class SessionStore:
-    def __init__(self, ttl_s: float = 3600.0, max_sessions: int = 2000) -> None:
+    def __init__(self, ttl_s: float = 3600.0, max_sessions: int = 500) -> None:
         self.ttl_s = ttl_s
         # A site has a few registers: thousands of open transactions mean a POS that never
         # finalizes; the oldest are forgotten first so memory stays bounded.

@@ -157,13 +157,12 @@ def test_missing_registry_leaves_vendors_unknown(tmp_path):
     assert not any(c["likely_pos"] for c in found)
 
 
-def test_registry_is_parsed_once_and_again_when_it_changes(oui_file):
-    first = load_oui(oui_file)
-    assert load_oui(oui_file) is first
+def test_only_the_wanted_ouis_are_kept_and_a_changed_registry_is_read_again(oui_file):
+    assert load_oui(oui_file, {"000001"}) == {}
     oui_file.write_text(FAKE_OUI + "\n00-00-01   (hex)\t\tXEROX\n000001     (base 16)\t\tXEROX\n")
     os.utime(oui_file, (1, 1))
-    second = load_oui(oui_file)
-    assert second is not first and second["000001"] == "XEROX"
+    assert load_oui(oui_file, {"000001"}) == {"000001": "XEROX"}
+    assert load_oui(oui_file, {"000001", "FFFFFF"}) == {"000001": "XEROX"}
 
 
 def test_debian_registry_when_installed():
