@@ -12,6 +12,7 @@ import logging
 import signal
 import threading
 import time
+from decimal import Decimal
 from typing import Any
 
 from waitress.server import create_server
@@ -23,6 +24,7 @@ from app.host.connectivity import HostConnectivity
 from app.host.payload import Identity
 from app.host.relay import HostRelay
 from app.journal import Journal
+from app.logs import mask_id
 from app.network.manager import NetworkManager
 from app.network.mdns import Announcer
 from app.offline.engine import OfflineEngine
@@ -182,6 +184,26 @@ class Box:
         if online:
             self.outbox.retry_now()
 
+    def _recent_transactions(self) -> list[dict[str, Any]]:
+        """The last events as the status page shows them: loyalty IDs masked, no basket."""
+        recent = []
+        for event in self.journal.recent_events(15):
+            body = event.body
+            loyalty = body.get("loyalty_id") or {}
+            applied = body.get("rewards_applied") or []
+            recent.append(
+                {
+                    "at": event.created_at,
+                    "event": event.kind,
+                    "register_id": (body.get("pos") or {}).get("register_id"),
+                    "masked_id": mask_id(loyalty.get("value")),
+                    "origin": (body.get("decision") or {}).get("origin"),
+                    "discount": str(sum(Decimal(str(r.get("amount", "0"))) for r in applied)),
+                    "delivery": event.state,
+                }
+            )
+        return recent
+
     def _housekeep(self) -> None:
         while not self._stopped.wait(HOUSEKEEPING_S):
             self._save_last_host_contact()
@@ -208,6 +230,7 @@ class Box:
             "journal": {"recovered_from": self.journal.recovered_from, **self.journal.stats()},
             "policy": self.policies.snapshot(),
             "readers": self.readers.snapshot(),
+            "recent_transactions": self._recent_transactions(),
             "network": self.network.snapshot(),
             "mdns": self.announcer.snapshot() if self.announcer else None,
         }

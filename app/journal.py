@@ -599,6 +599,14 @@ class Journal:
                 yield _event(row)
             after_seq = rows[-1][0]
 
+    def recent_events(self, limit: int = 20) -> list[Event]:
+        """The newest events first (the status page's recent transactions)."""
+        with self._read("recent_events") as conn:
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY seq DESC LIMIT ?", (int(limit),)
+            ).fetchall()
+        return [_event(row) for row in rows]
+
     # ---- counters for the offline policy ---------------------------------------------------
 
     def discounted_transactions(self, loyalty_key: str, day: str) -> int:

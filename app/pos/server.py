@@ -30,6 +30,7 @@ class ConnectionInfo:
     connected_at: float = field(default_factory=time.time)
     last_message_at: float | None = None
     messages: int = 0
+    register: str | None = None  # the register of the latest request that named one
 
 
 class PosServer(socketserver.ThreadingTCPServer):
@@ -142,6 +143,7 @@ class PosConnection(socketserver.BaseRequestHandler):
                     self.server.overhead.add(max(0.0, elapsed - handled.host_wait_s))
                     info.messages += 1
                     info.last_message_at = time.time()
+                    info.register = request.register or info.register
         except (FramingError, XmlError) as exc:
             self.server.closed_bad_input += 1
             log.warning("closing POS connection from %s: %s", peer, exc)

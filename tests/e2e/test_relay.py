@@ -64,6 +64,14 @@ def test_discounted_tobacco_sale(reference_host, make_box, dialect, complement):
         {"reward_id": "scan-data-1", "target_line": 1, "amount": "1.00"}
     ]
     assert event["body"]["decision"]["origin"] == "host"
+    [recent] = box.status()["recent_transactions"]
+    assert (recent["masked_id"], recent["register_id"], recent["origin"], recent["discount"]) == (
+        "******0123",
+        "1",
+        "host",
+        "1.00",
+    )
+    assert box.status()["pos"]["connections"] == []  # the POS hung up
 
 
 @pytest.mark.parametrize("dialect", ["passport", "eps"])

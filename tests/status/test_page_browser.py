@@ -291,7 +291,6 @@ def test_sections_still_to_come_are_shown_when_the_box_reports_them(driver, onli
 
 def test_sections_the_box_does_not_report_say_so(driver, online_site):
     driver.get(online_site.url + "/")
-    assert "Not available yet" in driver.find_element(By.ID, "transactions").text
     assert "Enrollment\nnot available yet" in driver.find_element(By.ID, "policy").text
     with pytest.raises(NoSuchElementException):
         driver.find_element(By.CSS_SELECTOR, ".flash")
