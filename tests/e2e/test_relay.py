@@ -71,7 +71,6 @@ def test_discounted_tobacco_sale(reference_host, make_box, dialect, complement):
         "host",
         "1.00",
     )
-    assert box.status()["pos"]["connections"] == []  # the POS hung up
 
 
 @pytest.mark.parametrize("dialect", ["passport", "eps"])
