@@ -34,6 +34,7 @@ from app.pos.server import PosServer
 from app.pos.service import LoyaltyService
 from app.pos.sessions import SessionStore
 from app.readers import ReaderService
+from app.status.verdict import verdict
 from app.status.web import create_app
 
 log = logging.getLogger("connectbox")
@@ -207,6 +208,9 @@ class Box:
     def _housekeep(self) -> None:
         while not self._stopped.wait(HOUSEKEEPING_S):
             self._save_last_host_contact()
+            if self.announcer is not None:  # the verdict in the mDNS TXT record
+                found = verdict(self.status())
+                self.announcer.update_status("online" if found.ok else found.key)
 
     def _save_last_host_contact(self) -> None:
         """Keep the last time the host answered durable: offline hours count from it."""

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from app.pos.framing import DEFAULT_MAX_FRAME, FramingError, make_framer
+from app.pos.model import Request
 from app.pos.service import LoyaltyService, NotAccepted
 from app.pos.xmlcodec import XmlError, read_request, write_response
 from app.stats import LatencyWindow
@@ -31,6 +32,20 @@ class ConnectionInfo:
     last_message_at: float | None = None
     messages: int = 0
     register: str | None = None  # the register of the latest request that named one
+    vendor: str = ""  # what the POS says it is: VendorName, VendorModelVersion, interface version
+    model_version: str = ""
+    interface_version: str = ""
+
+    def note(self, request: Request, dialect: str | None) -> None:
+        """What this request tells about the POS at the other end."""
+        head = request.header
+        self.dialect = dialect
+        self.messages += 1
+        self.last_message_at = time.time()
+        self.register = request.register or self.register
+        self.vendor = head.vendor_name or self.vendor
+        self.model_version = head.vendor_model_version or self.model_version
+        self.interface_version = head.interface_version or self.interface_version
 
 
 class PosServer(socketserver.ThreadingTCPServer):
@@ -51,6 +66,7 @@ class PosServer(socketserver.ThreadingTCPServer):
         self.idle_timeout_s = idle_timeout_s
         self.overhead = LatencyWindow()
         self.connections: dict[int, ConnectionInfo] = {}
+        self.peers: dict[str, dict[str, object]] = {}  # past POS connections by address
         self.closed_bad_input = 0
         self._sockets: dict[int, socket.socket] = {}
         self._lock = threading.Lock()
@@ -88,8 +104,11 @@ class PosServer(socketserver.ThreadingTCPServer):
     def track(self, sock: socket.socket, info: ConnectionInfo | None) -> None:
         with self._lock:
             if info is None:
-                self.connections.pop(id(sock), None)
+                ended = self.connections.pop(id(sock), None)
                 self._sockets.pop(id(sock), None)
+                if ended is not None and ended.messages:
+                    # Every POS that ever talked to the box, by address, for the technician.
+                    self.peers[ended.peer.rsplit(":", 1)[0]] = vars(ended).copy()
             else:
                 self.connections[id(sock)] = info
                 self._sockets[id(sock)] = sock
@@ -102,6 +121,7 @@ class PosServer(socketserver.ThreadingTCPServer):
             "dialect": self.dialect,
             "running": self.running,
             "connections": connections,
+            "past_peers": list(self.peers.values())[-20:],
             "closed_bad_input": self.closed_bad_input,
             "overhead_ms": self.overhead.percentiles_ms(50, 99),
         }
@@ -136,14 +156,11 @@ class PosConnection(socketserver.BaseRequestHandler):
                         continue  # Passport heartbeats get no reply
                     received_at = time.monotonic()
                     request = read_request(frame.payload, framer.dialect or "passport")
-                    info.dialect = framer.dialect
+                    info.note(request, framer.dialect)
                     handled = self.server.service.handle(request, received_at)
                     sock.sendall(framer.encode(write_response(handled.response, request.dialect)))
                     elapsed = time.monotonic() - received_at
                     self.server.overhead.add(max(0.0, elapsed - handled.host_wait_s))
-                    info.messages += 1
-                    info.last_message_at = time.time()
-                    info.register = request.register or info.register
         except (FramingError, XmlError) as exc:
             self.server.closed_bad_input += 1
             log.warning("closing POS connection from %s: %s", peer, exc)

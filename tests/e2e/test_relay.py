@@ -268,3 +268,19 @@ def test_full_disk_finalize_is_not_acknowledged_and_the_box_keeps_serving(refere
     with sim.PosClient("127.0.0.1", box.pos_server.port) as pos:
         pos.send(sim.finalize(sim.header(counter.next(), offline=True), txn, PHONE))
     assert _wait_for(lambda: len(reference_host.store.events()) == 1)
+
+
+def test_the_box_records_which_pos_talks_to_it(reference_host, make_box):
+    box = make_box(reference_host.url)
+    with sim.PosClient("127.0.0.1", box.pos_server.port) as pos:
+        pos.send(sim.get_rewards("01-1^1^", _sale(sim.SequenceCounter(), register="4")))
+        [live] = box.status()["pos"]["connections"]
+        assert (live["vendor"], live["model_version"], live["register"]) == (
+            "Gilbarco",
+            "12.23.03.02",
+            "4",
+        )
+    assert _wait_for(lambda: box.status()["pos"]["past_peers"])
+    [peer] = box.status()["pos"]["past_peers"]
+    assert peer["peer"].startswith("127.0.0.1:") and peer["dialect"] == "passport"
+    assert peer["interface_version"] == "1.2" and peer["messages"] == 1
