@@ -19,7 +19,6 @@ from waitress.server import create_server
 
 from app import __version__, systemd
 from app.config import Config
-from app.host.client import HostClient
 from app.host.connectivity import HostConnectivity
 from app.host.payload import Identity
 from app.host.relay import HostRelay
@@ -36,6 +35,7 @@ from app.pos.sessions import SessionStore
 from app.readers import ReaderService
 from app.status.verdict import verdict
 from app.status.web import create_app
+from provisioning.api import HostClient
 
 log = logging.getLogger("connectbox")
 HOUSEKEEPING_S = 5.0

@@ -18,9 +18,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from app.host.client import HostClient, HostError
 from app.host.connectivity import HostConnectivity
 from app.journal import Event, Journal
+from provisioning.api import HostClient, HostError
 
 log = logging.getLogger("connectbox.outbox")
 

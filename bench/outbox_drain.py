@@ -19,10 +19,10 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from app.host.client import HostClient  # noqa: E402
 from app.host.connectivity import HostConnectivity  # noqa: E402
 from app.journal import Journal  # noqa: E402
 from app.outbox import Outbox  # noqa: E402
+from provisioning.api import HostClient  # noqa: E402
 
 
 def free_port() -> int:

@@ -16,8 +16,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
-from app.host.client import HostError
 from app.host.connectivity import HostConnectivity
+from provisioning.api import HostError
 
 log = logging.getLogger("connectbox.host")
 

@@ -26,9 +26,9 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-from app.host.client import HostClient, HostError
 from app.money import parse_decimal
 from app.programs.policy import PolicyError, verify_policy
+from provisioning.api import HostClient, HostError
 
 log = logging.getLogger("connectbox.policy")
 

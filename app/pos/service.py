@@ -19,7 +19,6 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from app.host.client import HostClient
 from app.host.payload import Identity, rewards_body, transaction_body
 from app.host.relay import HostRelay
 from app.host.translate import receipt_lines, translate_rewards, trim
@@ -35,6 +34,7 @@ from app.pos.sessions import Session, SessionStore
 from app.programs.nanp import normalize_us_phone
 from app.readers import PendingReads
 from app.stats import Counters
+from provisioning.api import HostClient
 
 log = logging.getLogger("connectbox.pos")
 EVENT_NAMESPACE = uuid.UUID("6f1c8f56-3c1e-4c55-9a43-8d3c0f7e1b20")

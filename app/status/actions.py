@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from app.host.client import HostError
 from app.pos import simulator as sim
 from app.status.verdict import network_layers
+from provisioning.api import HostError
 
 TEST_REGISTER = "TEST"
 TEST_UPC = "012345678905"

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from app.host.client import HostClient
 from app.host.reference.keys import TEST_KEY_ID, TEST_PUBLIC_KEY_B64, test_private_key
 from app.offline.engine import HOST_LAST_OK_AT, OfflineDecision, OfflineEngine
 from app.offline.policy import MAX_CLOCK_SKEW_S, PolicyManager
 from app.programs.policy import sign_policy
+from provisioning.api import HostClient
 
 SITE = "S-1001"
 NOW = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)

@@ -7,10 +7,10 @@ import time
 import pytest
 import requests
 
-from app.host.client import HostClient
 from app.host.connectivity import HostConnectivity
 from app.journal import Journal
 from app.outbox import BATCH_THRESHOLD, Backoff, Outbox
+from provisioning.api import HostClient
 
 
 def _event(n: int, **extra) -> dict:

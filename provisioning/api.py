@@ -1,7 +1,9 @@
 """HTTP client for the provider's central host (host-api.md), with pooling and timeouts.
 
 One `requests.Session` per thread (sessions are not documented as thread-safe), TLS verification
-always on, every call carrying the bearer token, User-Agent and the box's clock.
+always on, every call carrying the bearer token, User-Agent and the box's clock. It lives in
+`provisioning/` because enrollment and remote management use it too (and never import `app/`);
+the relay in `app/` uses the same client.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from app import __version__
+from provisioning.version import software_version
 
 
 class HostError(Exception):
@@ -65,7 +67,7 @@ class HostClient:
     def _headers(self, idempotency_key: str | None = None) -> dict[str, str]:
         headers = {
             "Authorization": f"Bearer {self.token}",
-            "User-Agent": f"connectbox/{__version__}",
+            "User-Agent": f"connectbox/{software_version()}",
             "X-Device-Clock": datetime.now().astimezone().isoformat(timespec="seconds"),
         }
         if idempotency_key:
