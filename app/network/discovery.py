@@ -288,7 +288,7 @@ def parse_resolvectl_dns(text: str) -> list[DnsServer]:
             address = token.split("#", 1)[0]
             if address.startswith("[") and "]" in address:
                 address = address[1 : address.index("]")]
-            if _is_ip(address.split("%", 1)[0]):
+            if is_ip(address.split("%", 1)[0]):
                 entries.append(DnsServer(address, "resolved", interface))
     return entries
 
@@ -396,7 +396,7 @@ def fingerprint(addr_json: Any, link_json: Any = None) -> tuple[Any, ...]:
 # ---------------------------------------------------------------- commands
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -490,7 +490,7 @@ def resolve(host: str, timeout_s: float = 5.0, port: int | None = None) -> list[
     `getaddrinfo` has no timeout of its own; it runs on a helper thread and a resolver that does
     not answer within `timeout_s` raises TimeoutError (the thread finishes on its own later).
     """
-    if _is_ip(host):
+    if is_ip(host):
         return [host]
     result: dict[str, Any] = {}
 

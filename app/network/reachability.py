@@ -27,6 +27,7 @@ from app.network.discovery import (
     DiscoveryError,
     NetworkFacts,
     discover,
+    is_ip,
     parse_route_get,
     resolve,
     run_ip,
@@ -82,14 +83,6 @@ def _ms(start: float) -> float:
     return round((time.monotonic() - start) * 1000, 1)
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 class _Check:
     def __init__(
         self,
@@ -112,7 +105,7 @@ class _Check:
         self.timeout_s = timeout_s
         self.ca_file = ca_file
         self.device_id = device_id
-        self.literal = _is_ip(self.host)
+        self.literal = is_ip(self.host)
         self.route: dict[str, Any] | None = None
         self.addresses: list[str] = []
         self.address = ""

@@ -234,7 +234,7 @@ class OfflineEngine:
             )
             rewards.extend(decision.rewards)
             rules.append(decision.rule)
-        rewards = _cap_to_lines(rewards, request.lines)
+        rewards = scan_data.cap_to_lines(rewards, request.lines)
         if not rewards:
             return [], rules[0], None
         discount = sum((Decimal(r["value"]) for r in rewards), ZERO)
@@ -358,27 +358,6 @@ def _runs_on(program: dict[str, Any], today: date) -> bool:
         )
     except (TypeError, ValueError):
         return False
-
-
-def _cap_to_lines(rewards: list[dict[str, Any]], lines: list[dict[str, Any]]) -> list[dict]:
-    """Several programs may reward one line: together they never exceed the line's amount."""
-    left: dict[Any, Decimal] = {}
-    for line in lines:
-        amount = _amount(line)
-        if amount is not None:
-            left[line.get("line_number")] = amount
-    kept = []
-    for reward in rewards:
-        room = left.get(reward["target_line"])
-        if room is None:  # no amount on the line: the program already capped it
-            kept.append(reward)
-            continue
-        value = min(Decimal(reward["value"]), room)
-        if value <= ZERO:
-            continue
-        left[reward["target_line"]] = room - value
-        kept.append({**reward, "value": fmt_money(value)})
-    return kept
 
 
 def _decimal(value: Any) -> Decimal | None:

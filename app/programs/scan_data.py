@@ -257,3 +257,28 @@ def _reward(program: dict[str, Any], line_number: int, value: Decimal, units: in
         "receipt_short": program.get("receipt_short", ""),
         "receipt_long": program.get("receipt_long", ""),
     }
+
+
+def cap_to_lines(
+    rewards: list[dict[str, Any]], lines: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Several programs may reward one line: together they never exceed the line's amount.
+
+    Used by the reference host and the offline engine alike, on every program's rewards."""
+    left: dict[Any, Decimal] = {}
+    for line in lines:
+        amount = parse_decimal(line["amount"]) if isinstance(line.get("amount"), str) else None
+        if amount is not None:
+            left[line.get("line_number")] = amount
+    kept = []
+    for reward in rewards:
+        room = left.get(reward["target_line"])
+        if room is None:  # no amount on the line: the program already capped it
+            kept.append(reward)
+            continue
+        value = min(Decimal(reward["value"]), room)
+        if value <= ZERO:
+            continue
+        left[reward["target_line"]] = room - value
+        kept.append({**reward, "value": fmt_money(value)})
+    return kept

@@ -234,7 +234,7 @@ def evaluate_rewards(ctx: HostContext, device: Device, body: dict[str, Any]) -> 
             program, lines, loyalty_id, customer.get("age_verified"), today, already, subscription
         )
         rewards.extend(decision.rewards)
-    rewards = _cap_to_lines(rewards, lines)
+    rewards = scan_data.cap_to_lines(rewards, lines)
     valid = loyalty_id is not None and all(
         scan_data.loyalty_id_accepted(p, loyalty_id) for p in programs
     )
@@ -253,27 +253,6 @@ def _date_or_none(value: Any) -> date | None:
         return date.fromisoformat(value) if isinstance(value, str) else None
     except ValueError:
         return None
-
-
-def _cap_to_lines(rewards: list[dict[str, Any]], lines: list[dict[str, Any]]) -> list[dict]:
-    """Several programs may reward one line: together they never exceed the line's amount."""
-    left = {
-        line.get("line_number"): parse_decimal(line["amount"])
-        for line in lines
-        if isinstance(line.get("amount"), str) and parse_decimal(line["amount"]) is not None
-    }
-    kept = []
-    for reward in rewards:
-        room = left.get(reward["target_line"])
-        if room is None:  # no amount on the line: the program already capped it
-            kept.append(reward)
-            continue
-        value = min(Decimal(reward["value"]), room)
-        if value <= ZERO:
-            continue
-        left[reward["target_line"]] = room - value
-        kept.append({**reward, "value": fmt_money(value)})
-    return kept
 
 
 def _display_text(loyalty_id: str | None, valid: bool, saved: Decimal) -> str:
