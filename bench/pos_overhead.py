@@ -91,13 +91,9 @@ def drive(port: int, registers: int, total: int, rate: float | None) -> tuple[li
     return rtts, time.monotonic() - started
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=200.0, help="paced requests/s")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of the paced run")
-    parser.add_argument("--registers", type=int, default=4)
-    args = parser.parse_args()
-
+def start_host_and_box() -> tuple[subprocess.Popen, subprocess.Popen, int, int]:
+    """The reference host and the box as their own processes, on loopback, up and answering.
+    Returns (host process, box process, POS port, status port)."""
     host_port, pos_port, status_port = free_port(), free_port(), free_port()
     workdir = Path(tempfile.mkdtemp(prefix="connectbox-bench-"))
     config = workdir / "connectbox.toml"
@@ -113,9 +109,20 @@ def main() -> int:
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     host = subprocess.Popen(cli + ["host-sim", "--listen", f"127.0.0.1:{host_port}"], **quiet)
     box = subprocess.Popen(cli + ["run", "--config", str(config)], **quiet)
+    wait_http(f"http://127.0.0.1:{host_port}/_sim/events")
+    wait_http(f"http://127.0.0.1:{status_port}/healthz")
+    return host, box, pos_port, status_port
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200.0, help="paced requests/s")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the paced run")
+    parser.add_argument("--registers", type=int, default=4)
+    args = parser.parse_args()
+
+    host, box, pos_port, status_port = start_host_and_box()
     try:
-        wait_http(f"http://127.0.0.1:{host_port}/_sim/events")
-        wait_http(f"http://127.0.0.1:{status_port}/healthz")
         drive(pos_port, args.registers, 200, None)  # warm-up: connections, caches
 
         total = int(args.rate * args.seconds)

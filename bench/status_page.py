@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pos_overhead import drive, free_port, percentile, rss_mb, wait_http  # noqa: E402
+from pos_overhead import drive, percentile, rss_mb, start_host_and_box  # noqa: E402
 
 RSS_TARGET_MB = 80.0
 
@@ -76,25 +74,9 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    host_port, pos_port, status_port = free_port(), free_port(), free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="connectbox-bench-"))
-    config = workdir / "connectbox.toml"
-    config.write_text(
-        f'[pos]\nlisten = "127.0.0.1:{pos_port}"\n'
-        f'[host]\nurl = "http://127.0.0.1:{host_port}"\ndevice_id = "D-DEMO"\n'
-        f'site_id = "S-1001"\ntoken = "demo-token"\n'
-        f'[status]\nlisten = "127.0.0.1:{status_port}"\n'
-        f'[storage]\ndata_dir = "{workdir / "data"}"\n[log]\nlevel = "WARNING"\n'
-        "[network]\nmdns = false\n"
-    )
-    cli = [sys.executable, "-m", "app"]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    host = subprocess.Popen(cli + ["host-sim", "--listen", f"127.0.0.1:{host_port}"], **quiet)
-    box = subprocess.Popen(cli + ["run", "--config", str(config)], **quiet)
+    host, box, pos_port, status_port = start_host_and_box()
     base = f"http://127.0.0.1:{status_port}"
     try:
-        wait_http(f"http://127.0.0.1:{host_port}/_sim/events")
-        wait_http(base + "/healthz")
         drive(pos_port, args.registers, 200, None)  # warm-up: connections, caches
         for path in ("/", "/api/status", "/metrics"):
             requests.get(base + path, timeout=5)
