@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS commands (
 CREATE TABLE IF NOT EXISTS logs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, received_at TEXT NOT NULL,
     size INTEGER NOT NULL, content BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS token_history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, event TEXT NOT NULL,
+    token TEXT NOT NULL, at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rewards_requests (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, received_at TEXT NOT NULL,
     body TEXT NOT NULL);
@@ -79,6 +82,7 @@ _TABLES = (
     "commands",
     "logs",
     "rewards_requests",
+    "token_history",
 )
 
 
@@ -174,6 +178,7 @@ class HostStore:
                     "UPDATE devices SET token = next_token, next_token = NULL WHERE device_id = ?",
                     (row["device_id"],),
                 )
+                self._token_event(row["device_id"], "activated", token)
         return Device(row["device_id"], token, row["site_id"])
 
     def rotate_token(self, device_id: str) -> str:
@@ -183,7 +188,35 @@ class HostStore:
             self._db.execute(
                 "UPDATE devices SET next_token = ? WHERE device_id = ?", (token, device_id)
             )
+            self._token_event(device_id, "issued", token)
         return token
+
+    def revoke_token(self, device_id: str) -> None:
+        """Revoke the device's token (and any rotated one): every call gets 401 until the box
+        is enrolled again. TEST knob for the "token revoked" path."""
+        with self._lock, self._db:
+            self._db.execute(
+                "UPDATE devices SET token = ?, next_token = NULL WHERE device_id = ?",
+                ("revoked-" + secrets.token_urlsafe(24), device_id),
+            )
+            self._token_event(device_id, "revoked", "")
+
+    def _token_event(self, device_id: str, event: str, token: str) -> None:
+        self._db.execute(
+            "INSERT INTO token_history (device_id, event, token, at) VALUES (?, ?, ?, ?)",
+            (device_id, event, token, _now()),
+        )
+
+    def token_history(self, device_id: str) -> list[dict[str, Any]]:
+        """What happened to the device's tokens, in order: enrolled (first token), issued
+        (a rotation answered), activated (the rotated token first used: the old one retired),
+        revoked."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT event, token, at FROM token_history WHERE device_id = ? ORDER BY seq",
+                (device_id,),
+            ).fetchall()
+        return [{"event": r["event"], "token": r["token"], "at": r["at"]} for r in rows]
 
     def enroll(self, claim_code: str, serial: str | None) -> Device | None:
         """Use up `claim_code` and create its device; None for an unknown or used code."""
@@ -204,6 +237,7 @@ class HostStore:
             self._db.execute(
                 "UPDATE claim_codes SET used_by = ? WHERE code = ?", (device.device_id, claim_code)
             )
+            self._token_event(device.device_id, "enrolled", device.token)
         return device
 
     # Idempotency for the POSTs other than transaction events.
