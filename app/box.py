@@ -24,6 +24,7 @@ from app.host.payload import Identity
 from app.host.relay import HostRelay
 from app.journal import Journal
 from app.logs import mask_id
+from app.management import RemoteManagement
 from app.network.manager import NetworkManager
 from app.network.mdns import Announcer
 from app.offline.engine import OfflineEngine
@@ -54,7 +55,7 @@ class Box:
             timeout_s=config.host.timeout_s,
             ca_file=config.host.ca_file,
         )
-        self.relay = HostRelay(self.connectivity)
+        self.relay = HostRelay(self.connectivity, ready=lambda: self.management.enrolled.is_set())
         data_dir = config.storage.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(data_dir / "journal.db")
@@ -90,6 +91,8 @@ class Box:
             deadline_s=config.host.deadline_ms / 1000,
         )
         self.connectivity.on_change(self._host_changed)
+        self._stopped = threading.Event()
+        self.management = RemoteManagement(self)
         listen = config.pos.listen
         self.pos_server = PosServer(
             (listen.host, listen.port),
@@ -103,7 +106,6 @@ class Box:
             create_app(self), host=status.host, port=status.port, threads=4, ident="connectbox"
         )
         self._status_thread: threading.Thread | None = None
-        self._stopped = threading.Event()
         self._closed = False
         self.restart_requested = False
 
@@ -111,9 +113,17 @@ class Box:
     def status_port(self) -> int:
         return int(self.status_server.effective_port)  # type: ignore[union-attr]
 
-    def start(self) -> None:
+    @property
+    def stopping(self) -> threading.Event:
+        return self._stopped
+
+    def _start_host_parts(self) -> None:
+        """What talks to the host with the device token: only once the box is enrolled."""
         self.policies.start(self.config.policy.refresh_s)
         self.outbox.start()
+
+    def start(self) -> None:
+        self.management.start(self._start_host_parts)
         self._housekeeping = threading.Thread(
             target=self._housekeep, name="housekeeping", daemon=True
         )
@@ -150,6 +160,7 @@ class Box:
         self.status_server.close()
         self.network.stop()
         self.readers.stop()
+        self.management.stop()
         self.outbox.stop()
         self.policies.stop()
         self.relay.close()
@@ -237,4 +248,5 @@ class Box:
             "recent_transactions": self._recent_transactions(),
             "network": self.network.snapshot(),
             "mdns": self.announcer.snapshot() if self.announcer else None,
+            **self.management.snapshot(),
         }

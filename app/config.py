@@ -85,6 +85,14 @@ class NetworkConfig:
 
 
 @dataclass
+class ProvisioningConfig:
+    claim_code: str | None = None  # else /etc/connectbox/claim (written at the factory)
+    serial: str | None = None  # else the DMI serial, else the machine id
+    heartbeat_s: int = 60
+    software_root: Path | None = None  # releases/ and current/ for updates; None: no updates
+
+
+@dataclass
 class LogConfig:
     level: str = "INFO"
 
@@ -98,6 +106,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     readers: ReadersConfig = field(default_factory=ReadersConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    provisioning: ProvisioningConfig = field(default_factory=ProvisioningConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<built-in>"
 
@@ -125,7 +134,17 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 
 def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
-    sections = {"pos", "host", "status", "storage", "policy", "readers", "network", "log"}
+    sections = {
+        "pos",
+        "host",
+        "status",
+        "storage",
+        "policy",
+        "readers",
+        "network",
+        "provisioning",
+        "log",
+    }
     for name in raw:
         if name not in sections:
             raise ConfigError(f"config error: [{name}]: unknown section")
@@ -154,11 +173,14 @@ def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
             "ca_file",
         },
     )
+    token = host.token(base_dir)
+    # Without a token the box enrolls with its claim code; with one (development, tests) it
+    # needs to know who it is.
     config.host = HostConfig(
         url=host.url("url"),
-        device_id=host.string("device_id"),
-        site_id=host.string("site_id"),
-        token=host.token(base_dir),
+        device_id=host.string("device_id") if token else host.optional_string("device_id") or "",
+        site_id=host.string("site_id") if token else host.optional_string("site_id") or "",
+        token=token,
         deadline_ms=host.integer("deadline_ms", 1500, 100, 10000),
         timeout_s=host.number("timeout_s", 10.0, 1.0, 120.0),
         ca_file=host.optional_string("ca_file"),
@@ -186,6 +208,14 @@ def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
     config.network = NetworkConfig(
         mdns=network.boolean("mdns", True),
         check_interval_s=network.integer("check_interval_s", 300, 30, 86400),
+    )
+    prov = reader.section("provisioning", {"claim_code", "serial", "heartbeat_s", "software_root"})
+    root = prov.optional_string("software_root")
+    config.provisioning = ProvisioningConfig(
+        claim_code=prov.optional_string("claim_code"),
+        serial=prov.optional_string("serial"),
+        heartbeat_s=prov.integer("heartbeat_s", 60, 5, 86400),
+        software_root=Path(root) if root else None,
     )
     log = reader.section("log", {"level"})
     config.log = LogConfig(level=log.choice("level", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"))
@@ -356,7 +386,7 @@ class _Reader:
                 raise self.fail("token_file", f"{path} is empty")
             return token
         if "token" not in self.raw:
-            raise self.fail("token", "missing (required; or set token_file)")
+            return ""  # not enrolled yet: the box enrolls with its claim code
         return self.string("token")
 
 

@@ -36,8 +36,14 @@ class Outcome:
 
 
 class HostRelay:
-    def __init__(self, connectivity: HostConnectivity, workers: int = 16) -> None:
+    def __init__(
+        self,
+        connectivity: HostConnectivity,
+        workers: int = 16,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.connectivity = connectivity
+        self.ready = ready  # False until the box is enrolled: no call without a token
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="host")
         self._probe: Future[Any] | None = None
         self._probe_lock = threading.Lock()
@@ -49,6 +55,8 @@ class HostRelay:
         one background probe at a time find out when the host is back.
         """
         started = time.monotonic()
+        if not self.ready():
+            return Outcome(error=HostError("not enrolled yet"), skipped=True)
         if self.connectivity.known_down:
             with self._probe_lock:
                 if self._probe is None or self._probe.done():

@@ -212,6 +212,19 @@ class PolicyManager:
 
     # Refreshing from the host.
 
+    def sync_now(self) -> tuple[bool, str]:
+        """The provider's `sync_config` command: fetch now; (ok, what happened)."""
+        installed = self.refresh()
+        if self.last_error:
+            return False, f"config not fetched: {self.last_error}"
+        if self.refused:
+            return False, f"config refused: {self.refused}"
+        current = self.current()
+        version = current.get("policy_version") if current else None
+        return True, ("new policy installed" if installed else "config unchanged") + (
+            f" (policy {version})" if version is not None else ""
+        )
+
     def refresh(self) -> bool:
         """Fetch the config; True when a new valid policy was installed. Never raises HostError."""
         with self._refreshing:

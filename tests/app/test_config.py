@@ -44,7 +44,10 @@ def test_token_file_relative_to_config(tmp_path):
         (("deadline_ms = 800", 'deadline_ms = "fast"'), r"\[host\] deadline_ms: must be a whole"),
         (('dialect = "passport"', 'dialect = "ibm"'), r"\[pos\] dialect: must be one of"),
         (('device_id = "D-1"\n', ""), r"\[host\] device_id: missing"),
-        (('token = "t"\n', ""), r"\[host\] token: missing"),
+        (
+            ("[storage]", "[provisioning]\nheartbeat_s = 1\n[storage]"),
+            r"\[provisioning\] heartbeat_s: must be a whole",
+        ),
         (("https://host.example/", "http://host.example"), r"\[host\] url: plain http"),
         (('listen = "127.0.0.1:9100"', 'listen = "nine"'), r"\[pos\] listen: must look like"),
         (("[storage]", '[storage]\ndatadir = "x"'), r"\[storage\] datadir: unknown key"),
@@ -110,3 +113,11 @@ track1_formats = ["B"]
 def test_bad_reader_bindings_name_the_key(tmp_path, entry, message):
     with pytest.raises(ConfigError, match=message):
         load_config(_write(tmp_path, GOOD + "\n[[readers.bind]]\n" + entry + "\n"))
+
+
+def test_no_token_means_enrollment_with_a_claim_code(tmp_path):
+    text = GOOD.replace('token = "t"\n', "").replace('device_id = "D-1"\n', "")
+    text += '[provisioning]\nclaim_code = "ABCD-1234"\n'
+    config = load_config(_write(tmp_path, text))
+    assert (config.host.token, config.host.device_id) == ("", "")
+    assert config.provisioning.claim_code == "ABCD-1234"

@@ -1,0 +1,182 @@
+"""The box's life with the provider, wired to the running service: enrollment, agent, updates.
+
+`provisioning/` does the work (and never imports `app/`); this manager gives it what it needs
+from the Box through callbacks: who the box is, its status for heartbeats, the command handlers
+(restart, rediscover, update), recent log lines and the secrets to redact from them.
+
+Nothing talks to the host with a token before enrollment has completed and been stored: the
+relay, the outbox, the policy refresh and the agent start only once the box knows its
+credentials (from a previous enrollment, from the configuration, or from enrolling now).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from app import __version__
+from app.host.payload import Identity
+from app.status.logbuffer import install as log_buffer
+from app.status.verdict import verdict
+from provisioning.agent import DEFER, Agent
+from provisioning.enrollment import Enroller
+from provisioning.identity import claim_code, device_serial
+from provisioning.store import CREDENTIALS_FILE, Credentials, CredentialStore
+from provisioning.updates import Updater
+
+if TYPE_CHECKING:
+    from app.box import Box
+
+log = logging.getLogger("connectbox.management")
+
+
+class RemoteManagement:
+    def __init__(self, box: Box) -> None:
+        self.box = box
+        config = box.config
+        data_dir = config.storage.data_dir
+        self.credentials = CredentialStore(data_dir / CREDENTIALS_FILE)
+        self.enrolled = threading.Event()
+        self.enroller: Enroller | None = None
+        known = self.credentials.load()
+        if known is None and config.host.token:  # development and tests: given in the config
+            known = Credentials(config.host.device_id, config.host.token, config.host.site_id)
+        if known is not None:
+            self._use(known)
+        else:
+            self.enroller = Enroller(
+                config.host.url,
+                self.credentials,
+                device_serial(configured=config.provisioning.serial),
+                claim_code(configured=config.provisioning.claim_code),
+                software_version=__version__,
+                ca_file=config.host.ca_file,
+            )
+        self.updater: Updater | None = None
+        if config.provisioning.software_root is not None:
+            self.updater = Updater(
+                config.provisioning.software_root,
+                config.policy.trusted_keys,
+                restart=box.request_restart,
+                health_check=self._healthy,
+                is_idle=lambda: len(box.sessions) == 0,
+            )
+        self.agent = Agent(
+            box.host_client,
+            data_dir,
+            self._heartbeat_status,
+            {
+                "restart": self._restart,
+                "rediscover": self._rediscover,
+                "update": self._update,
+            },
+            heartbeat_s=config.provisioning.heartbeat_s,
+            software_version=__version__,
+            credentials=self.credentials,
+            log_provider=lambda: "\n".join(log_buffer().lines()),
+            secrets=lambda: [s for s in (config.status.pin, box.host_client.token) if s],
+            config_sync=box.policies,
+            on_interrupted=self._interrupted,
+        )
+        self._thread: threading.Thread | None = None
+
+    # ---- who the box is -------------------------------------------------------------------
+
+    def _use(self, credentials: Credentials) -> None:
+        box = self.box
+        box.host_client.token = credentials.token
+        box.host_client.device_id = credentials.device_id
+        box.service.identity = Identity(credentials.device_id, credentials.site_id)
+        box.policies.site_id = credentials.site_id
+        box.network.device_id = credentials.device_id
+        self.enrolled.set()
+
+    # ---- life cycle -----------------------------------------------------------------------
+
+    def start(self, start_host_parts) -> None:
+        """`start_host_parts` starts what talks to the host, once the box is enrolled."""
+
+        def run() -> None:
+            if not self.enrolled.is_set():
+                assert self.enroller is not None
+                enrolled = self.enroller.run(self.box.stopping)
+                if enrolled is None:
+                    return  # claim code refused, or stopping: the status page says which
+                self._use(enrolled)
+                log.info("enrolled as device %s at site %s", enrolled.device_id, enrolled.site_id)
+            self.agent.settle_token()  # a token rotation a crash interrupted ends first
+            start_host_parts()
+            self._report_finished_update()
+            self.agent.start()
+
+        self._thread = threading.Thread(target=run, name="management", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.agent.stop()
+
+    def snapshot(self) -> dict[str, Any]:
+        enrollment = (
+            self.enroller.snapshot()
+            if self.enroller is not None
+            else {"state": "enrolled", "device_id": self.box.host_client.device_id}
+        )
+        return {"enrollment": enrollment, "agent": self.agent.snapshot()}
+
+    # ---- heartbeat and commands -----------------------------------------------------------
+
+    def _heartbeat_status(self) -> dict[str, Any]:
+        status = self.box.status()
+        found = verdict(status)
+        host_online = status["host"]["online"]
+        return {
+            "status": "online" if found.ok else ("degraded" if host_online else "offline"),
+            "components": {
+                "verdict": found.title,
+                "pos_connections": len(status["pos"]["connections"]),
+                "readers": {r["devnode"]: r["state"] for r in status["readers"]},
+                "host_online": host_online,
+                "policy_refused": status["policy"].get("refused"),
+            },
+            "outbox_depth": status["outbox"]["depth"],
+            "oldest_pending_s": status["outbox"]["oldest_pending_s"],
+            "policy_version": status["policy"].get("policy_version"),
+        }
+
+    def _restart(self, args: dict[str, Any]) -> tuple[bool, str]:
+        self.box.request_restart()
+        return True, "restarting"
+
+    def _rediscover(self, args: dict[str, Any]) -> tuple[bool, str]:
+        self.box.network.refresh()
+        check = self.box.network.check_now()
+        detail = "network rediscovered; host check " + ("passed" if check.ok else "failed")
+        return check.ok, detail + ("" if check.ok else f" at {check.failed_layer}")
+
+    def _update(self, args: dict[str, Any]) -> Any:
+        if self.updater is None:
+            return False, "updates are not set up on this box ([provisioning] software_root)"
+        return self.updater.apply(args, self.agent.running_command_id)
+
+    def _interrupted(self, entry: dict[str, Any]) -> Any:
+        # An update restarts the service on purpose: its result comes from Updater.resume().
+        if entry.get("type") == "update" and self.updater and self.updater.pending():
+            return DEFER
+        return None
+
+    def _report_finished_update(self) -> None:
+        if self.updater is None:
+            return
+        outcome = self.updater.resume()
+        if outcome is not None and outcome.command_id:
+            self.agent.complete(outcome.command_id, outcome.ok, outcome.detail, "update")
+            self.updater.acknowledge(outcome.command_id)
+
+    def _healthy(self) -> tuple[bool, str]:
+        box = self.box
+        if not box.pos_server.running:
+            return False, "the POS listener is not running"
+        if not (box.connectivity.online or box.outbox.snapshot()["paused"] is None):
+            return False, "neither the host nor the outbox works"
+        return True, "POS listener up, host reachable or outbox working"

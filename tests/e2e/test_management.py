@@ -1,0 +1,82 @@
+"""The Box managed by the provider: enrollment with a claim code, heartbeats and commands."""
+
+from __future__ import annotations
+
+import stat
+import time
+
+from app.box import Box
+from app.demo import demo_config
+from app.pos import simulator as sim
+
+PHONE = "2142840123"
+
+
+def _fresh_box(tmp_path, host_url: str, claim: str) -> Box:
+    config = demo_config(host_url, 0, 0, tmp_path / "data")
+    config.host.token = config.host.device_id = config.host.site_id = ""
+    config.provisioning.claim_code = claim
+    config.provisioning.serial = "SN-TEST-0001"
+    box = Box(config)
+    box.start()
+    return box
+
+
+def _wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _tobacco_sale(box: Box):
+    counter = sim.SequenceCounter()
+    txn = sim.transaction(
+        "1", counter.new_transaction(), [sim.item_line(1, "028200003843", 2, "9.49")]
+    )
+    with sim.PosClient("127.0.0.1", box.pos_server.port) as pos:
+        return pos.send(sim.get_rewards(counter.next(), txn, PHONE))
+
+
+def test_fresh_box_enrolls_then_relays_and_is_managed(tmp_path, reference_host):
+    box = _fresh_box(tmp_path, reference_host.url, "DEMO-0001")
+    try:
+        assert _wait_for(box.management.enrolled.is_set), box.status()["enrollment"]
+        device_id = box.host_client.device_id
+        assert device_id and box.status()["enrollment"]["state"] == "enrolled"
+        credentials = tmp_path / "data" / "credentials.json"
+        assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+        assert _wait_for(lambda: box.policies.current() is not None)
+
+        answer = _tobacco_sale(box)
+        assert [r.reward_id for r in answer.add_rewards] == ["scan-data-1"]
+        [sent] = reference_host.store.rewards_requests()
+        assert (sent["device_id"], sent["site_id"]) == (device_id, "S-1001")
+
+        # The provider queues commands; the next heartbeat runs them, results come back once.
+        reference_host.store.queue_command(device_id, "sync_config", {})
+        reference_host.store.queue_command(device_id, "rediscover", {})
+        box.management.agent.heartbeat_now()
+        assert _wait_for(lambda: all(c["result"] for c in reference_host.store.commands(device_id)))
+        results = {c["type"]: c["result"] for c in reference_host.store.commands(device_id)}
+        assert results["sync_config"]["ok"] is True
+        assert "rediscovered" in results["rediscover"]["detail"]
+        [beat, *_] = reference_host.store.heartbeats(device_id)
+        assert beat["status"] in ("online", "degraded") and "outbox_depth" in beat
+    finally:
+        box.stop()
+
+
+def test_wrong_claim_code_is_shown_and_nothing_uses_a_token(tmp_path, reference_host):
+    box = _fresh_box(tmp_path, reference_host.url, "WRONG-9999")
+    try:
+        assert _wait_for(lambda: box.status()["enrollment"]["state"] == "claim_rejected")
+        answer = _tobacco_sale(box)  # the POS is still answered, without a discount
+        assert answer.add_rewards == []
+        assert reference_host.store.rewards_requests() == []
+        assert reference_host.store.heartbeats() == []
+        assert not box.management.enrolled.is_set()
+    finally:
+        box.stop()
