@@ -65,6 +65,7 @@ class Box:
             config.policy.trusted_keys,
             config.host.site_id,
             data_dir / "policy.json",
+            paused=lambda: self.connectivity.unauthorized,
         )
         self.engine = OfflineEngine(self.policies, self.journal)
         self.readers = ReaderService(

@@ -31,6 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     host.add_argument("--db", default=":memory:", help="SQLite file (default: in memory)")
     host.add_argument("--policy", help="policy JSON document (default: the built-in Scan Data one)")
 
+    enroll = commands.add_parser("enroll", help="enroll this box with the provider (claim code)")
+    enroll.add_argument(
+        "--claim",
+        help="the claim code from the box label (default: the "
+        "configuration's, else /etc/connectbox/claim)",
+    )
+    enroll.add_argument("--config", help="the service's TOML file (host URL, data directory)")
+    enroll.add_argument("--force", action="store_true", help="enroll again (a revoked token)")
+    enroll.add_argument("--wait", type=float, default=0, help="keep trying this many seconds")
+
     readers = commands.add_parser("readers", help="list card readers, their state and last read")
     readers.add_argument("--config", help="the service's TOML file (to find its status port)")
 
@@ -51,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(args.pos_port, args.status_port, args.host_port, once=args.once)
     if args.command == "host-sim":
         return _host_sim(args.listen, args.db, args.policy)
+    if args.command == "enroll":
+        return _enroll(args)
     if args.command == "readers":
         from app.readers_cli import list_readers_main
 
@@ -104,6 +116,26 @@ def _run(config_arg: str | None) -> int:
     box.run()
     # Non-zero on a requested restart, so systemd's Restart= policy starts the service again.
     return 75 if box.restart_requested else 0
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    """`connectbox enroll`: the service's own enrollment, from a shell, with its config."""
+    from app.config import ConfigError, config_path, load_config
+    from provisioning.cli import enroll_main
+
+    try:
+        config = load_config(config_path(args.config))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    argv = ["--url", config.host.url, "--data-dir", str(config.storage.data_dir)]
+    claim = args.claim or config.provisioning.claim_code
+    argv += ["--claim", claim] if claim else []
+    argv += ["--serial", config.provisioning.serial] if config.provisioning.serial else []
+    argv += ["--ca-file", config.host.ca_file] if config.host.ca_file else []
+    argv += ["--force"] if args.force else []
+    argv += ["--wait", str(args.wait)] if args.wait else []
+    return enroll_main(argv)
 
 
 def _host_sim(listen: str, db: str, policy: str | None) -> int:

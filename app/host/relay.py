@@ -57,6 +57,8 @@ class HostRelay:
         started = time.monotonic()
         if not self.ready():
             return Outcome(error=HostError("not enrolled yet"), skipped=True)
+        if self.connectivity.unauthorized:  # a revoked token is not used again, not even to probe
+            return Outcome(error=HostError("device token refused by the host"), skipped=True)
         if self.connectivity.known_down:
             with self._probe_lock:
                 if self._probe is None or self._probe.done():

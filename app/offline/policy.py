@@ -138,7 +138,9 @@ class PolicyManager:
         site_id: str,
         state_path: Path,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        paused: Callable[[], bool] = lambda: False,
     ) -> None:
+        self.paused = paused  # True while the device token is refused: no calls with it
         self.client = client
         self.trusted_keys = dict(trusted_keys)
         self.site_id = site_id
@@ -234,6 +236,9 @@ class PolicyManager:
         # The ETag only goes with a policy still in force: otherwise a 304 would leave the box
         # with nothing, so ask for the whole config and judge it again.
         held = self._held if self.current() is not None else None
+        if self.paused():
+            self.last_error = "not fetched: the host refused the device token"
+            return False
         try:
             config, etag = self.client.config(held.etag if held else None)
         except HostError as exc:

@@ -80,3 +80,45 @@ def test_wrong_claim_code_is_shown_and_nothing_uses_a_token(tmp_path, reference_
         assert not box.management.enrolled.is_set()
     finally:
         box.stop()
+
+
+def test_enroll_command_from_a_shell(tmp_path, reference_host):
+    import subprocess
+    import sys
+
+    config = tmp_path / "connectbox.toml"
+    config.write_text(
+        f'[host]\nurl = "{reference_host.url}"\n[storage]\ndata_dir = "{tmp_path / "data"}"\n'
+        '[provisioning]\nserial = "SN-SHELL-1"\n'
+    )
+    cli = [sys.executable, "-m", "app", "enroll", "--config", str(config)]
+    wrong = subprocess.run(
+        cli + ["--claim", "NOPE-0000"], capture_output=True, text=True, timeout=60
+    )
+    assert wrong.returncode == 1 and "claim code" in (wrong.stdout + wrong.stderr).lower()
+    right = subprocess.run(
+        cli + ["--claim", "DEMO-0001"], capture_output=True, text=True, timeout=60
+    )
+    assert right.returncode == 0, right.stdout + right.stderr
+    assert (tmp_path / "data" / "credentials.json").exists()
+
+
+def test_revoked_token_stops_host_calls_but_sales_are_journaled(tmp_path, reference_host):
+    box = _fresh_box(tmp_path, reference_host.url, "DEMO-0001")
+    try:
+        assert _wait_for(box.management.enrolled.is_set)
+        device_id = box.host_client.device_id
+        reference_host.store.revoke_token(device_id)
+        _tobacco_sale(box)  # the first call after the revocation meets the 401
+        assert _wait_for(lambda: box.status()["host"]["unauthorized"])
+        before = len(reference_host.store.rewards_requests())
+        for _ in range(3):
+            assert _tobacco_sale(box).loyalty_id_text == "ACCEPTED OFFLINE"
+        assert len(reference_host.store.rewards_requests()) == before  # not asked again
+        assert box.policies.refresh() is False and "refused" in box.policies.last_error
+        assert box.journal.stats()["decisions"] >= 4  # every sale still journaled
+        from app.status.verdict import verdict
+
+        assert verdict(box.status()).key == "token_revoked"
+    finally:
+        box.stop()
