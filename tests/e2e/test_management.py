@@ -122,3 +122,29 @@ def test_revoked_token_stops_host_calls_but_sales_are_journaled(tmp_path, refere
         assert verdict(box.status()).key == "token_revoked"
     finally:
         box.stop()
+
+
+def test_enrolls_when_the_host_appears_and_never_calls_it_with_a_token_before(tmp_path):
+    import socket
+
+    from app.host.reference.server import start_in_thread
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    box = _fresh_box(tmp_path, f"http://127.0.0.1:{port}", "DEMO-0001")
+    host = None
+    try:
+        assert _wait_for(lambda: box.status()["enrollment"]["state"] == "host_unreachable")
+        _tobacco_sale(box)  # sales go on meanwhile: journaled, no host call
+        time.sleep(1.5)
+        host = start_in_thread("127.0.0.1", port)  # the host appears
+        assert _wait_for(box.management.enrolled.is_set, timeout=20)
+        assert host.store.rewards_requests() == []  # the sale before enrollment never went out
+        _tobacco_sale(box)
+        [sent] = host.store.rewards_requests()
+        assert sent["device_id"] == box.host_client.device_id
+    finally:
+        box.stop()
+        if host is not None:
+            host.stop()
