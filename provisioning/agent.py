@@ -5,7 +5,8 @@ Heartbeats. One thread posts `POST /v1/devices/{id}/heartbeat` every `heartbeat_
 jitter). The body is built from `status_provider()`, which is read for these keys only (all
 optional): `status` ("online" | "degraded" | "offline", default "online"), `components` (a dict,
 sent as is), `outbox_depth`, `oldest_pending_s`, `config_version`, `policy_version`. The agent
-adds `software_version` and `clock` itself, and, when given a `config_sync`, its state under
+adds `software_version` and `clock` itself, and, when given a `config_sync` (the box passes its
+policy manager: `sync_now()` and `snapshot()`), its state under
 `components["config"]` (so a refused config reaches the host) and its `config_version` when the
 status has none.
 
