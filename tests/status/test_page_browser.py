@@ -289,8 +289,8 @@ def test_sections_still_to_come_are_shown_when_the_box_reports_them(driver, onli
     screenshot(driver, "status-all-sections.png")
 
 
-def test_sections_the_box_does_not_report_say_so(driver, online_site):
+def test_enrollment_state_is_shown(driver, online_site):
     driver.get(online_site.url + "/")
-    assert "Enrollment\nnot available yet" in driver.find_element(By.ID, "policy").text
+    assert "Enrollment: state\nenrolled" in driver.find_element(By.ID, "policy").text
     with pytest.raises(NoSuchElementException):
         driver.find_element(By.CSS_SELECTOR, ".flash")
