@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from app import __version__
 from app.host.payload import Identity
+from app.readers import ReaderBinding
 from app.status.logbuffer import install as log_buffer
 from app.status.verdict import verdict
 from provisioning.agent import DEFER, Agent
@@ -80,6 +81,33 @@ class RemoteManagement:
             on_interrupted=self._interrupted,
         )
         self._thread: threading.Thread | None = None
+        box.policies.on_config = self.apply_config
+
+    def apply_config(self, config: dict[str, Any]) -> None:
+        """The provider's device config, where it is safe to change while running.
+
+        The POS listening port is not changed under a running POS: it takes effect at the next
+        start (the local configuration's `[pos] listen` until then)."""
+        box = self.box
+        if isinstance(config.get("heartbeat_s"), int) and config["heartbeat_s"] >= 5:
+            self.agent.set_interval(config["heartbeat_s"])
+        deadline_ms = (config.get("pos") or {}).get("deadline_ms")
+        if isinstance(deadline_ms, int) and 100 <= deadline_ms <= 10_000:
+            box.service.deadline_s = deadline_ms / 1000
+        readers = config.get("readers")
+        if isinstance(readers, list):
+            # The provider's bindings replace the matched ones; readers bound by an explicit
+            # device path in the local configuration stay.
+            local = [b for b in box.config.readers.bindings if b.path]
+            bindings = local + [
+                ReaderBinding(
+                    str(r["register_id"]), match={k: str(v) for k, v in r["match"].items()}
+                )
+                for r in readers
+                if isinstance(r, dict) and r.get("register_id") and isinstance(r.get("match"), dict)
+            ]
+            if bindings != box.readers.bindings:
+                box.readers.rebind(bindings)
 
     # ---- who the box is -------------------------------------------------------------------
 
@@ -107,6 +135,7 @@ class RemoteManagement:
                 self._use(enrolled)
                 log.info("enrolled as device %s at site %s", enrolled.device_id, enrolled.site_id)
             self.agent.settle_token()  # a token rotation a crash interrupted ends first
+            self.box.policies.apply_config()  # the provider's settings saved last time
             start_host_parts()
             self._report_finished_update()
             self.agent.start()

@@ -117,10 +117,15 @@ class ReaderService:
         self._readers: dict[str, SerialReader | KeyboardReader] = {}
         self._lock = threading.Lock()
         self._monitor: DeviceMonitor | None = None
+        self._started = False
 
     # ---- life cycle -----------------------------------------------------------------------
 
     def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return  # rebind() from the provider's config may have come first
+            self._started = True
         for binding in self.bindings:
             if binding.path:
                 self._open(binding.path, binding.kind, binding, name=binding.path)
@@ -136,6 +141,16 @@ class ReaderService:
                 self._monitor.start()
             except Exception as exc:  # no sysfs or udev here: configured paths still work
                 log.warning("reader discovery unavailable: %s", exc)
+
+    def rebind(self, bindings: list[ReaderBinding]) -> None:
+        """New register bindings (from the provider's config): reopen the readers."""
+        log.info("reader bindings changed: %d binding(s)", len(bindings))
+        self.stop()
+        self.bindings = bindings
+        self.states.clear()
+        self._monitor = None
+        self._started = False
+        self.start()
 
     def stop(self) -> None:
         if self._monitor is not None:

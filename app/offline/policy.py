@@ -19,7 +19,7 @@ import random
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
@@ -128,6 +128,7 @@ class _Held:
     etag: str | None
     issued_at: datetime | None
     expires_at: datetime
+    config: dict[str, Any] | None = None  # the whole device config the policy came with
 
 
 class PolicyManager:
@@ -141,6 +142,8 @@ class PolicyManager:
         paused: Callable[[], bool] = lambda: False,
     ) -> None:
         self.paused = paused  # True while the device token is refused: no calls with it
+        self.on_config: Callable[[dict[str, Any]], None] | None = None
+        """Told the device config (heartbeat interval, reader bindings...) when one is accepted."""
         self.client = client
         self.trusted_keys = dict(trusted_keys)
         self.site_id = site_id
@@ -261,7 +264,7 @@ class PolicyManager:
             self._refuse("malformed policy: the host's config carries no policy")
             return False
         try:
-            held = self._verify(signed, self._now(), etag)
+            held = replace(self._verify(signed, self._now(), etag), config=config)
         except PolicyError as exc:
             self._refuse(exc.reason)
             return False
@@ -269,6 +272,7 @@ class PolicyManager:
         self._held = held
         self.refused = None
         self._save(held)
+        self.apply_config()
         if previous is not None and _same_policy(previous.signed, held.signed):
             return False  # only the config around it changed (new ETag, saved above)
         log.info(
@@ -321,7 +325,7 @@ class PolicyManager:
     def _load(self) -> None:
         try:
             data = json.loads(self.state_path.read_text(encoding="utf-8"))
-            signed, etag = data["policy"], data.get("etag")
+            signed, etag, config = data["policy"], data.get("etag"), data.get("config")
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -330,7 +334,7 @@ class PolicyManager:
             return
         now = self._now()
         try:
-            self._held = self._verify(signed, now, etag)
+            self._held = replace(self._verify(signed, now, etag), config=config)
             log.info("offline policy %s loaded from disk", self._held.doc.get("policy_version"))
             return
         except PolicyError as exc:
@@ -340,8 +344,22 @@ class PolicyManager:
             # Good but for its age: held (never in force) so the engine can say "expired".
             self._held = self._verify(signed, _EPOCH, None)
 
+    def apply_config(self) -> None:
+        """Hand the accepted config to `on_config` (also at start-up, from the saved copy)."""
+        held = self._held
+        if self.on_config is not None and held is not None and held.config:
+            try:
+                self.on_config(held.config)
+            except Exception:  # a bad setting must not cost the policy
+                log.exception("applying the device config failed")
+
     def _save(self, held: _Held) -> None:
-        data = {"policy": held.signed, "etag": held.etag, "saved_at": self._now().isoformat()}
+        data = {
+            "policy": held.signed,
+            "etag": held.etag,
+            "config": held.config,
+            "saved_at": self._now().isoformat(),
+        }
         try:
             _write_atomically(self.state_path, json.dumps(data, sort_keys=True).encode())
         except OSError as exc:

@@ -148,3 +148,29 @@ def test_enrolls_when_the_host_appears_and_never_calls_it_with_a_token_before(tm
         box.stop()
         if host is not None:
             host.stop()
+
+
+def test_the_providers_config_takes_effect_without_a_restart_and_after_one(tmp_path):
+    from app.host.reference.server import DEFAULT_CONFIG, start_in_thread
+
+    config = {
+        **DEFAULT_CONFIG,
+        "heartbeat_s": 7,
+        "pos": {"dialect": "auto", "listen_port": 9000, "deadline_ms": 900},
+        "readers": [{"match": {"vendor_id": "0acd"}, "register_id": "2"}],
+    }
+    host = start_in_thread("127.0.0.1", 0, config=config)
+    try:
+        for _ in range(2):  # the second box starts from the saved config (the host says 304)
+            box_config = demo_config(host.url, 0, 0, tmp_path / "data")
+            box = Box(box_config)
+            box.start()
+            try:
+                assert _wait_for(lambda b=box: b.service.deadline_s == 0.9)
+                assert box.management.agent.snapshot()["interval_s"] == 7
+                [binding] = box.readers.bindings
+                assert (binding.register_id, binding.match) == ("2", {"vendor_id": "0acd"})
+            finally:
+                box.stop()
+    finally:
+        host.stop()
