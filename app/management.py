@@ -154,6 +154,31 @@ class RemoteManagement:
         )
         return {"enrollment": enrollment, "agent": self.agent.snapshot()}
 
+    def reenroll(self) -> tuple[bool, str]:
+        """A technician's action: enroll again with the claim code (e.g. after a revoked
+        token). The current credentials stay until new ones are stored."""
+        config = self.box.config
+        code = claim_code(configured=config.provisioning.claim_code)
+        if not code:
+            return False, "No claim code on this box: set [provisioning] claim_code."
+        enroller = Enroller(
+            config.host.url,
+            self.credentials,
+            device_serial(configured=config.provisioning.serial),
+            code,
+            software_version=__version__,
+            ca_file=config.host.ca_file,
+        )
+        try:
+            credentials = enroller.enroll_once()
+        except Exception as exc:  # ClaimRejected, HostError: say which, plainly
+            return False, f"Enrollment failed: {exc}"
+        self.enroller = enroller
+        self._use(credentials)
+        self.agent.resume(credentials.token, credentials.device_id)
+        self.box.outbox.retry_now()
+        return True, f"Enrolled again as device {credentials.device_id}."
+
     # ---- heartbeat and commands -----------------------------------------------------------
 
     def _heartbeat_status(self) -> dict[str, Any]:

@@ -151,9 +151,18 @@ def restart(box: Any) -> Result:
     return Result(True, "Restart requested: the service restarts now; this page returns shortly.")
 
 
+def reenroll(box: Any) -> Result:
+    management = getattr(box, "management", None)
+    if management is None:
+        return Result(False, "This version of the service cannot enroll from the page.")
+    ok, detail = management.reenroll()
+    return Result(ok, detail)
+
+
 ACTIONS: dict[str, Callable[[Any], Result]] = {
     "test-host": test_host,
     "network-refresh": refresh_network,
     "test-sale": test_sale,
     "restart": restart,
+    "reenroll": reenroll,
 }

@@ -174,3 +174,22 @@ def test_the_providers_config_takes_effect_without_a_restart_and_after_one(tmp_p
                 box.stop()
     finally:
         host.stop()
+
+
+def test_technician_reenrolls_after_a_revoked_token(tmp_path, reference_host):
+    box = _fresh_box(tmp_path, reference_host.url, "DEMO-0001")
+    try:
+        assert _wait_for(box.management.enrolled.is_set)
+        old_device = box.host_client.device_id
+        reference_host.store.revoke_token(old_device)
+        _tobacco_sale(box)
+        assert _wait_for(lambda: box.status()["host"]["unauthorized"])
+        reference_host.store.add_claim_code("SITE-0002", "S-1001")
+        box.config.provisioning.claim_code = "SITE-0002"  # the support desk issued a new code
+        ok, detail = box.management.reenroll()
+        assert ok, detail
+        assert not box.status()["host"]["unauthorized"]
+        _tobacco_sale(box)
+        assert reference_host.store.rewards_requests()[-1]["device_id"] == box.host_client.device_id
+    finally:
+        box.stop()
