@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("connectbox.management")
 
 
+class Restarting(Exception):
+    """The service is restarting into another release: the updater's work goes on in the next
+    process (`Updater.resume()`), not in this one."""
+
+
 class RemoteManagement:
     def __init__(self, box: Box) -> None:
         self.box = box
@@ -59,7 +64,7 @@ class RemoteManagement:
             self.updater = Updater(
                 config.provisioning.software_root,
                 config.policy.trusted_keys,
-                restart=box.request_restart,
+                restart=self._restart_for_update,
                 health_check=self._healthy,
                 is_idle=lambda: len(box.sessions) == 0,
             )
@@ -212,7 +217,15 @@ class RemoteManagement:
     def _update(self, args: dict[str, Any]) -> Any:
         if self.updater is None:
             return False, "updates are not set up on this box ([provisioning] software_root)"
-        return self.updater.apply(args, self.agent.running_command_id)
+        try:
+            return self.updater.apply(args, self.agent.running_command_id)
+        except Restarting:
+            return DEFER  # the result comes from the next process's Updater.resume()
+
+    def _restart_for_update(self) -> None:
+        # The health check must run in the new release's process, never in this one.
+        self.box.request_restart()
+        raise Restarting()
 
     def _interrupted(self, entry: dict[str, Any]) -> Any:
         # An update restarts the service on purpose: its result comes from Updater.resume().
@@ -223,7 +236,10 @@ class RemoteManagement:
     def _report_finished_update(self) -> None:
         if self.updater is None:
             return
-        outcome = self.updater.resume()
+        try:
+            outcome = self.updater.resume()
+        except Restarting:
+            return  # rolled back: the previous release's process reports it
         if outcome is not None and outcome.command_id:
             self.agent.complete(outcome.command_id, outcome.ok, outcome.detail, "update")
             self.updater.acknowledge(outcome.command_id)

@@ -193,3 +193,77 @@ def test_technician_reenrolls_after_a_revoked_token(tmp_path, reference_host):
         assert reference_host.store.rewards_requests()[-1]["device_id"] == box.host_client.device_id
     finally:
         box.stop()
+
+
+def test_update_command_restarts_into_the_new_release_which_reports_it(tmp_path, reference_host):
+    """The box that gets `update` switches and restarts; the next process checks its health and
+    posts the result once (here the 'next process' is a new Box on the same disk)."""
+    import functools
+    import http.server
+    import os
+    import threading
+
+    from app.host.reference.keys import TEST_KEY_ID, test_private_key
+    from provisioning.releases import make_release, sign_artefact
+
+    root = tmp_path / "software"
+    (root / "releases" / "1.0.0" / "bin").mkdir(parents=True)
+    (root / "releases" / "1.0.0" / "bin" / "connectbox").write_text("#!/bin/sh\n")
+    os.symlink("releases/1.0.0", root / "current")
+    source = tmp_path / "src"
+    (source / "bin").mkdir(parents=True)
+    (source / "bin" / "connectbox").write_text("#!/bin/sh\necho 1.1.0\n")
+    (source / "bin" / "connectbox").chmod(0o755)
+    published = tmp_path / "published"
+    published.mkdir()
+    artefact = make_release(source, "1.1.0", published)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(published))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def box_on_disk() -> Box:
+        config = demo_config(reference_host.url, 0, 0, tmp_path / "data")
+        config.provisioning.software_root = root
+        box = Box(config)
+        box.start()
+        assert _wait_for(box.management.enrolled.is_set)
+        return box
+
+    try:
+        first = box_on_disk()
+        url = f"http://127.0.0.1:{server.server_address[1]}/{artefact.name}"
+        args = {
+            "version": "1.1.0",
+            "url": url,
+            "key_id": TEST_KEY_ID,
+            **sign_artefact(artefact, test_private_key()),
+        }
+        command_id = reference_host.store.queue_command("D-DEMO", "update", args)
+        first.management.agent.heartbeat_now()
+        assert first.restart_requested  # it switched and restarts into 1.1.0
+        assert os.readlink(root / "current").endswith("1.1.0")
+        [command] = [
+            c for c in reference_host.store.commands("D-DEMO") if c["command_id"] == command_id
+        ]
+        assert command["result"] is None  # not reported by the process that is going away
+        first.stop()
+
+        second = box_on_disk()  # the restarted service
+        try:
+            assert _wait_for(
+                lambda: any(
+                    c["result"]
+                    for c in reference_host.store.commands("D-DEMO")
+                    if c["command_id"] == command_id
+                ),
+                timeout=30,
+            )
+            [command] = [
+                c for c in reference_host.store.commands("D-DEMO") if c["command_id"] == command_id
+            ]
+            assert command["result"]["ok"] is True, command["result"]
+            assert "1.1.0" in command["result"]["detail"]
+        finally:
+            second.stop()
+    finally:
+        server.shutdown()
