@@ -69,7 +69,8 @@ def test_outage_offline_policy_and_ordered_drain(make_box, outage):
 
             # Every answer within the deadline (two requests per sale).
             for _, seconds, _ in offline_answers:
-                assert seconds < 2 * (DEADLINE_MS / 1000) + 0.3
+                # Well under the host's 3 s hang; slack for a loaded 2-core CI machine.
+                assert seconds < 2 * (DEADLINE_MS / 1000) + 1.0
             granted = [r for r, _, _ in offline_answers if r.add_rewards]
             assert len(granted) == 5, "5 discounted transactions per ID per day"
             for rewards in granted:
