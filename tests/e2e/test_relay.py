@@ -197,12 +197,16 @@ def test_pos_answered_within_deadline_when_host_is_dead_or_hangs(
         for _ in range(3):
             started = time.monotonic()
             answer = pos.send(sim.get_rewards(counter.next(), _sale(counter), PHONE))
-            assert time.monotonic() - started < 0.3 + 0.25
+            assert (
+                time.monotonic() - started < 0.3 + 0.7
+            )  # the deadline, plus slack for a loaded CI machine
             assert answer.add_rewards == [] and answer.loyalty_id_valid is True
             assert answer.loyalty_id_text == "ACCEPTED OFFLINE"
         started = time.monotonic()
         pos.send(sim.finalize(counter.next(), _sale(counter), PHONE))
-        assert time.monotonic() - started < 0.3 + 0.25
+        assert (
+            time.monotonic() - started < 0.3 + 0.7
+        )  # the deadline, plus slack for a loaded CI machine
     counters = box.service.counters.snapshot()
     first = "rewards.timeout" if kind == "hanging" else "rewards.host_error"
     # The first request finds out; after that the host is known down and nobody waits for it.
