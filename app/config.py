@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+from provisioning.api import is_loopback_host
 
 DEFAULT_PATH = "/etc/connectbox/connectbox.toml"
 DIALECTS = ("auto", "passport", "eps")
@@ -369,7 +370,7 @@ class _Reader:
         parsed = urlparse(value)
         if parsed.scheme not in ("https", "http") or not parsed.hostname:
             raise self.fail(key, f"must be an https:// URL (got {value!r})")
-        if parsed.scheme == "http" and not is_loopback(parsed.hostname):
+        if parsed.scheme == "http" and not is_loopback_host(parsed.hostname):
             raise self.fail(key, "plain http:// is allowed only for a loopback host; use https://")
         return value.rstrip("/")
 
@@ -399,12 +400,3 @@ def parse_listen(value: Any) -> Listen:
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"bad port in {value!r}")
     return Listen(host, int(port_text))
-
-
-def is_loopback(hostname: str) -> bool:
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False

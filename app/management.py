@@ -123,7 +123,7 @@ class RemoteManagement:
         box.service.identity = Identity(credentials.device_id, credentials.site_id)
         box.policies.site_id = credentials.site_id
         box.network.device_id = credentials.device_id
-        box.connectivity.unauthorized = False  # a new token gets its chance
+        box.connectivity.forget()  # a new token gets its chance
         self.enrolled.set()
 
     # ---- life cycle -----------------------------------------------------------------------

@@ -8,6 +8,7 @@ the relay in `app/` uses the same client.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from datetime import datetime
 from typing import Any
@@ -87,7 +88,7 @@ class HostClient:
         except requests.Timeout:
             raise HostError(f"no answer from the host within {self.timeout_s:g} s") from None
         except requests.RequestException as exc:
-            raise HostError(f"cannot reach the host: {_reason(exc)}") from None
+            raise HostError(f"cannot reach the host: {reason(exc)}") from None
         self.last_date_header = reply.headers.get("Date")
         return reply
 
@@ -137,7 +138,18 @@ def _json_or_raise(reply: requests.Response) -> Any:
         raise HostError("host answered with a body that is not JSON", reply.status_code) from None
 
 
-def _reason(exc: requests.RequestException) -> str:
+def is_loopback_host(hostname: str) -> bool:
+    """localhost or a loopback address: where plain http is allowed (development, tests)."""
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def reason(exc: requests.RequestException) -> str:
+    """A short, plain reason for a failed request."""
     text = str(exc)
     for hint in ("Connection refused", "Name or service not known", "certificate verify failed"):
         if hint in text:

@@ -11,7 +11,6 @@ stops for good when the host refuses the claim code.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import random
 import threading
@@ -23,7 +22,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from provisioning.api import HostError
+from provisioning.api import HostError, is_loopback_host, reason
 from provisioning.store import Credentials, CredentialStore
 from provisioning.version import software_version as installed_version
 
@@ -37,13 +36,7 @@ class ClaimRejected(HostError):
 
 
 def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(urlsplit(url).hostname or "")
 
 
 def check_url(url: str, allow_plain_http: bool = False) -> None:
@@ -128,7 +121,7 @@ class Enroller:
         except requests.Timeout:
             raise HostError(f"no answer from the host within {self.timeout_s:g} s") from None
         except requests.RequestException as exc:
-            raise HostError(f"cannot reach the host at {self.url}: {_reason(exc)}") from None
+            raise HostError(f"cannot reach the host at {self.url}: {reason(exc)}") from None
         if reply.status_code == 403:
             raise ClaimRejected(
                 f"the host refused claim code {self.claim_code} ({_error_message(reply)}): check"
@@ -263,14 +256,6 @@ def _error_code(reply: requests.Response) -> str:
         return str(reply.json()["error"]["code"])
     except (ValueError, KeyError, TypeError):
         return ""
-
-
-def _reason(exc: requests.RequestException) -> str:
-    text = str(exc)
-    for hint in ("Connection refused", "Name or service not known", "certificate verify failed"):
-        if hint in text:
-            return hint.lower()
-    return type(exc).__name__
 
 
 def _iso(moment: float | None) -> str | None:

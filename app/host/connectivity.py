@@ -36,6 +36,12 @@ class HostConnectivity:
     def on_change(self, listener: Callable[[bool], None]) -> None:
         self._listeners.append(listener)
 
+    def forget(self) -> None:
+        """New credentials: what the host thought of the old ones no longer says anything."""
+        with self._lock:
+            self._online = None
+            self.unauthorized = False
+
     def ok(self) -> None:
         with self._lock:
             self.counters["ok"] += 1

@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import random
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -29,6 +27,7 @@ from typing import Any
 from app.money import parse_decimal
 from app.programs.policy import PolicyError, verify_policy
 from provisioning.api import HostClient, HostError
+from provisioning.store import write_json_atomic
 
 log = logging.getLogger("connectbox.policy")
 
@@ -361,7 +360,7 @@ class PolicyManager:
             "saved_at": self._now().isoformat(),
         }
         try:
-            _write_atomically(self.state_path, json.dumps(data, sort_keys=True).encode())
+            write_json_atomic(self.state_path, data)
         except OSError as exc:
             # Still in force in memory; only a restart while the host is down would lose it.
             self.last_error = f"could not save the policy to {self.state_path}: {exc}"
@@ -404,23 +403,3 @@ class PolicyManager:
 
 def _same_policy(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a.get("document") == b.get("document") and a.get("signature") == b.get("signature")
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that after a crash the file is either old or new, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself is durable only once the directory is
-    finally:
-        os.close(dir_fd)
