@@ -57,6 +57,7 @@ class Outbox:
         self.paused: str | None = None  # why delivery is paused (401), None when running
         self._paused_token: str | None = None
         self._inflight: set[str] = set()  # events the POS thread is delivering right now
+        self._released: set[str] = set()  # ... and those it finished during the current pass
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._hurry = threading.Event()
@@ -74,6 +75,7 @@ class Outbox:
     def release(self, event_id: str) -> None:
         with self._lock:
             self._inflight.discard(event_id)
+            self._released.add(event_id)
         self._wake.set()
 
     def wake(self) -> None:
@@ -115,11 +117,15 @@ class Outbox:
             log.info("device token changed: resuming delivery")
             self.paused = None
         with self._lock:
-            inflight = set(self._inflight)
+            self._released.clear()
         # The head of the queue in journal order, due or not: a later event never overtakes an
         # earlier one that is waiting out its backoff.
         head = self.journal.due_events(BATCH_SIZE, now=FOREVER)
-        due = [e for e in head if e.event_id not in inflight]
+        # Claimed now, or released since the query began (delivered by the POS thread after the
+        # query read it as pending): not ours in this pass.
+        with self._lock:
+            skip = self._inflight | self._released
+        due = [e for e in head if e.event_id not in skip]
         if not due:
             return False
         if due[0].next_attempt_at > time.time() and not self._hurry.is_set():

@@ -133,3 +133,21 @@ def test_thread_delivers_what_arrives(journal, reference_host):
         assert _host_keys(reference_host) == ["w1"]
     finally:
         outbox.stop()
+
+
+def test_an_event_the_pos_thread_delivers_during_a_pass_is_not_sent_again(journal, reference_host):
+    """The race of an inline finalize delivery with an outbox pass: the pass read the event as
+    pending, then the POS thread delivered and released it. It must not go out twice."""
+    outbox = _outbox(journal, reference_host)
+    journal.add_event("race", "finalize", _event(1))
+    read_pending = journal.due_events
+
+    def due_events_then_the_pos_thread_finishes(limit, now=None):
+        rows = read_pending(limit, now)
+        journal.mark_delivered(["race"], {"race": {"receipt_lines": []}})  # inline delivery
+        outbox.release("race")
+        return rows
+
+    journal.due_events = due_events_then_the_pos_thread_finishes
+    outbox.deliver_due()
+    assert _host_keys(reference_host) == []  # the (simulated) inline delivery was the only one
