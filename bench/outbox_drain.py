@@ -9,7 +9,6 @@ every event once. Target (issue 3): 35,000 events drained in under 60 s.
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,63 +18,13 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from journal import finalize_body  # noqa: E402
+from pos_overhead import free_port  # noqa: E402
+
 from app.host.connectivity import HostConnectivity  # noqa: E402
 from app.journal import Journal  # noqa: E402
 from app.outbox import Outbox  # noqa: E402
 from provisioning.api import HostClient  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def finalize_body(n: int) -> dict:
-    return {
-        "device_id": "D-DEMO",
-        "site_id": "S-1001",
-        "session_id": f"CB{n:010d}",
-        "pos": {
-            "dialect": "passport",
-            "vendor": "Gilbarco",
-            "model_version": "12.23.03.02",
-            "interface_version": "1.2",
-            "store_location_id": "S-1001",
-            "register_id": "1",
-            "pos_transaction_id": str(n),
-            "pos_sequence_id": f"01-{n}^1^",
-            "outside_sale": False,
-            "offline": False,
-        },
-        "loyalty_id": {"value": "2142840123", "entry_method": "manual", "source": "pos"},
-        "customer": {"age_verified": None},
-        "basket": {
-            "lines": [
-                {
-                    "line_number": 1,
-                    "kind": "item",
-                    "status": "normal",
-                    "code_format": "upcA",
-                    "code": "028200003843",
-                    "description": "MARLBORO GOLD BOX",
-                    "department": "TOBACCO",
-                    "quantity": "2",
-                    "unit_price": "9.49",
-                    "regular_price": "9.49",
-                    "amount": "18.98",
-                }
-            ],
-            "total": "18.98",
-        },
-        "occurred_at": "2026-11-16T14:00:00-06:00",
-        "event": "finalize",
-        "tenders": [{"code": "cash", "amount": "17.98"}],
-        "rewards_applied": [{"reward_id": "scan-data-1", "target_line": 1, "amount": "1.00"}],
-        "decision": {"origin": "offline", "policy_version": 7, "rule": "granted"},
-        "points_redeemed": "0",
-        "final_total": "17.98",
-    }
 
 
 def main() -> int:
