@@ -16,8 +16,8 @@ import pytest
 import requests
 import yaml
 
-from app.host.reference.server import start_in_thread
 from tests.conftest import SHARED
+from tests.openapi import json_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = yaml.safe_load((ROOT / "docs" / "host-api.yaml").read_text(encoding="utf-8"))
@@ -25,24 +25,7 @@ DEMO = "D-DEMO"
 AUTH = {"Authorization": "Bearer demo-token"}
 
 
-def _json_schema(node: Any) -> Any:
-    """OpenAPI 3.0 schema objects as JSON Schema: `nullable` becomes a "null" type."""
-    if isinstance(node, list):
-        return [_json_schema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _json_schema(v) for k, v in node.items() if k not in ("nullable", "example")}
-    if node.get("nullable") is True:
-        if "type" in out:
-            out["type"] = [out["type"], "null"]
-        if "enum" in out:
-            out["enum"] = [*out["enum"], None]
-        if "type" not in out:
-            out = {"anyOf": [out, {"type": "null"}]}
-    return out
-
-
-COMPONENTS = _json_schema(SPEC["components"])
+COMPONENTS = json_schema(SPEC["components"])
 
 
 def _lookup(ref: str) -> Any:
@@ -53,7 +36,7 @@ def _lookup(ref: str) -> Any:
 
 
 def validate(instance: Any, schema: dict[str, Any]) -> None:
-    root = {**_json_schema(schema), "components": COMPONENTS}
+    root = {**json_schema(schema), "components": COMPONENTS}
     jsonschema.Draft202012Validator(root).validate(instance)
 
 
@@ -175,22 +158,6 @@ def test_schemas_reject_floats_for_money():
 
 
 # The reference host's real answers.
-
-
-@pytest.fixture(scope="module")
-def host():
-    running = start_in_thread("127.0.0.1", 0)
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def http(host):
-    session = requests.Session()
-    session.trust_env = False
-    session.post(host.url + "/_sim/reset", timeout=5)
-    yield session
-    session.close()
 
 
 def rewards_request(phone: str | None = "5124671234") -> dict[str, Any]:

@@ -8,7 +8,7 @@ CONNECTBOX_IMAGE_DIR=<dir> reuses an image already built there (its image.env); 
 test runs scripts/build-image --out build/image (the rootfs is cached in build/cache).
 CONNECTBOX_QEMU_ACCEL picks the accelerator (default tcg; kvm where KVM works).
 The reference host runs here on 127.0.0.1:<the port baked into the image>: QEMU's user
-networking maps the guest's 10.0.2.2 to this machine's 127.0.0.1.
+networking maps its host alias (inside the VM the test starts) to this machine's 127.0.0.1.
 """
 
 from __future__ import annotations

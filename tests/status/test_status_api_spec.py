@@ -11,31 +11,17 @@ import pytest
 import requests
 import yaml
 
+from tests.openapi import json_schema
 from tests.status.conftest import sale, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = yaml.safe_load((ROOT / "docs" / "status-api.yaml").read_text(encoding="utf-8"))
 
 
-def _json_schema(node: Any) -> Any:
-    """OpenAPI 3.0 schema objects as JSON Schema: `nullable` adds "null"."""
-    if isinstance(node, list):
-        return [_json_schema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _json_schema(v) for k, v in node.items() if k not in ("nullable", "example")}
-    if node.get("nullable") is True:
-        if "type" in out:
-            out["type"] = [out["type"], "null"]
-        if "enum" in out:
-            out["enum"] = [*out["enum"], None]
-    return out
-
-
 def validate(instance: Any, path: str, status: int = 200) -> None:
     response = SPEC["paths"][path]["get"]["responses"][str(status)]
     schema = response["content"]["application/json"]["schema"]
-    root = {**_json_schema(schema), "components": _json_schema(SPEC["components"])}
+    root = {**json_schema(schema), "components": json_schema(SPEC["components"])}
     jsonschema.Draft202012Validator(root).validate(instance)
 
 
