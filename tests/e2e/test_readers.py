@@ -33,6 +33,11 @@ def _box_with_reader(make_box, host, reader, register="1", ttl=120):
     return box
 
 
+def _wait_for_read(box, register: str) -> None:
+    """Until the box holds a read for `register`; a failure shows what the reader saw."""
+    assert box.readers.pending.wait(register, timeout=10), box.readers.snapshot()
+
+
 def _get_rewards(box, register, loyalty_id=None):
     counter = sim.SequenceCounter()
     txn = sim.transaction(
@@ -45,7 +50,7 @@ def _get_rewards(box, register, loyalty_id=None):
 def test_read_goes_to_its_registers_next_get_rewards(reference_host, make_box, reader):
     box = _box_with_reader(make_box, reference_host, reader)
     reader.swipe(SWIPE)
-    assert box.readers.pending.wait("1", timeout=5)
+    _wait_for_read(box, "1")
     _get_rewards(box, "2")  # another register: not its read
     _get_rewards(box, "1")
     _get_rewards(box, "1")  # consumed once
@@ -60,7 +65,7 @@ def test_read_goes_to_its_registers_next_get_rewards(reference_host, make_box, r
 def test_pos_loyalty_id_wins_and_the_read_waits(reference_host, make_box, reader):
     box = _box_with_reader(make_box, reference_host, reader)
     reader.swipe(SWIPE)
-    assert box.readers.pending.wait("1", timeout=5)
+    _wait_for_read(box, "1")
     _get_rewards(box, "1", "2142840123")
     _get_rewards(box, "1")
     keyed, read = reference_host.store.rewards_requests()
@@ -72,7 +77,7 @@ def test_expired_read_is_not_used(reference_host, make_box, reader):
     box = _box_with_reader(make_box, reference_host, reader, ttl=5)
     box.readers.pending.ttl_s = 0.2  # shorter than the configuration allows, for the test
     reader.swipe(SWIPE)
-    assert box.readers.pending.wait("1", timeout=5)
+    _wait_for_read(box, "1")
     time.sleep(0.4)
     _get_rewards(box, "1")
     [body] = reference_host.store.rewards_requests()
@@ -82,7 +87,7 @@ def test_expired_read_is_not_used(reference_host, make_box, reader):
 def test_under_21_licence_marks_the_sale_not_age_verified(reference_host, make_box, reader):
     box = _box_with_reader(make_box, reference_host, reader)
     reader.swipe(MINOR_LICENCE)
-    assert box.readers.pending.wait("1", timeout=5)
+    _wait_for_read(box, "1")
     _get_rewards(box, "1", "2142840123")
     [body] = reference_host.store.rewards_requests()
     assert body["customer"]["age_verified"] is False

@@ -87,13 +87,21 @@ class Browser:
     def browse(self, service_type: str, ask: bool = False) -> list[dict]:
         """Resolved services of a type: with `ask`, avahi-browse queries the network and waits
         for the answers (`-rpt`, about 1 s); otherwise it lists avahi's cache of what it heard
-        on the wire (`-rpc`, at once)."""
-        done = self.ns.run(
-            ["avahi-browse", "--resolve", "--parsable", "--no-db-lookup",
-             "--terminate" if ask else "--cache", service_type.removesuffix(".local.")],
-            env={"DBUS_SYSTEM_BUS_ADDRESS": self.bus},
-            timeout=20,
-        )  # fmt: skip
+        on the wire (`-rpc`, at once).
+
+        avahi-browse now and then never reports "all for now" while avahi is busy flushing
+        goodbye packets; such a run is retried rather than failing the test."""
+        command = [
+            "avahi-browse", "--resolve", "--parsable", "--no-db-lookup",
+            "--terminate" if ask else "--cache", service_type.removesuffix(".local."),
+        ]  # fmt: skip
+        for attempt in range(3):
+            try:
+                done = self.ns.run(command, env={"DBUS_SYSTEM_BUS_ADDRESS": self.bus}, timeout=8)
+                break
+            except subprocess.TimeoutExpired:
+                if attempt == 2:
+                    raise
         assert done.returncode == 0, done.stderr
         found = []
         for line in done.stdout.splitlines():
