@@ -55,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "run":
         return _run(args.config)
+    if args.command in ("demo", "host-sim") and not _has_simulators():
+        print(
+            f"connectbox {args.command}: the simulators are not part of this (production) image",
+            file=sys.stderr,
+        )
+        return 2
     if args.command == "demo":
         from app.demo import run_demo
 
@@ -68,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return list_readers_main(args.config)
     return 2
+
+
+def _has_simulators() -> bool:
+    """A production image leaves out the reference host (its TEST key) and the demo."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("app.demo", "app.host.reference"))
 
 
 PASSTHROUGH_HELP = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 # Values firmware leaves in the DMI serial when the vendor did not set one.
@@ -31,13 +32,25 @@ def _read_text(path: str | Path) -> str | None:
         return None
 
 
+RECORDED_SERIAL = "/etc/connectbox/serial"
+
+
 def device_serial(
     dmi_path: str | Path = "/sys/class/dmi/id/product_serial",
     machine_id_path: str | Path = "/etc/machine-id",
     configured: str | None = None,
+    recorded_path: str | Path | None = RECORDED_SERIAL,
 ) -> str:
-    """The DMI product serial unless it is empty, a firmware placeholder or unreadable; else
-    the machine id; else the configured serial. ValueError when none of them is usable."""
+    """The serial recorded at first boot (`record_serial`) if there is one; else the DMI
+    product serial unless it is empty, a firmware placeholder or unreadable; else the machine
+    id; else the configured serial. ValueError when none of them is usable.
+
+    The record matters because the DMI serial is readable by root only: the image's first-boot
+    set-up (root) records it, and the service (user connectbox) reads the record."""
+    if recorded_path is not None:
+        recorded = _read_text(recorded_path)
+        if recorded:
+            return recorded.splitlines()[0].strip()
     serial = _read_text(dmi_path)
     if serial and serial.lower() not in PLACEHOLDER_SERIALS:
         return serial
@@ -64,3 +77,40 @@ def claim_code(
         return None
     first = text.splitlines()[0].strip()
     return first or None
+
+
+def record_serial(
+    path: str | Path = RECORDED_SERIAL,
+    dmi_path: str | Path = "/sys/class/dmi/id/product_serial",
+    machine_id_path: str | Path = "/etc/machine-id",
+) -> str:
+    """Work the serial out (as root, who can read the DMI serial) and write it to `path`,
+    atomically and world-readable; an existing record is kept. Returns the serial."""
+    serial = device_serial(dmi_path, machine_id_path, recorded_path=path)
+    target = Path(path)
+    if _read_text(target) != serial:
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(serial + "\n", encoding="utf-8")
+        tmp.chmod(0o644)
+        tmp.replace(target)
+    return serial
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m provisioning.identity", description="print this box's serial number"
+    )
+    parser.add_argument("--record", metavar="FILE", help="also record it in FILE (first boot)")
+    args = parser.parse_args(argv)
+    try:
+        print(record_serial(args.record) if args.record else device_serial())
+    except (OSError, ValueError) as exc:
+        print(f"no serial: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

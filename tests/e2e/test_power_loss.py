@@ -61,7 +61,7 @@ def _start_box(config: Path, status_port: int) -> subprocess.Popen:
     raise AssertionError("box did not come up")
 
 
-def _pos_load(
+def pos_load(
     port: int, register: str, counter: sim.SequenceCounter, answered: list[str], stop
 ) -> None:
     """Sales until the box dies: GetRewards then FinalizeRewards; record answered finalizes."""
@@ -93,7 +93,7 @@ def test_sigkill_under_load_loses_no_answered_finalize(tmp_path, reference_host)
         box = _start_box(config, status_port)
         stop = threading.Event()
         load = [
-            threading.Thread(target=_pos_load, args=(pos_port, r, c, answered, stop))
+            threading.Thread(target=pos_load, args=(pos_port, r, c, answered, stop))
             for r, c in counters.items()
         ]
         for thread in load:

@@ -123,7 +123,12 @@ def test_service_hardening(service) -> None:
         assert one(s, key) == value, key
     assert words(s, "ReadWritePaths") == {"/var/lib/connectbox", "/opt/connectbox"}
     assert words(s, "RestrictAddressFamilies") == {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"}
-    assert sorted(s["DeviceAllow"]) == ["char-input rw", "char-ttyACM rw", "char-ttyUSB rw"]
+    assert sorted(s["DeviceAllow"]) == [
+        "char-input rw",
+        "char-ttyACM rw",
+        "char-ttyS rw",
+        "char-ttyUSB rw",
+    ]
 
 
 def test_reader_drivers_load_before_the_service(service) -> None:
@@ -171,7 +176,10 @@ def test_journal_network_time_settings() -> None:
     net = parse_unit(OVERLAY / "etc" / "systemd" / "network" / "20-wired.network")
     assert words(net["Match"], "Name") == {"en*", "eth*"}
     assert one(net["Network"], "DHCP") == "yes"
-    assert one(net["Link"], "RequiredForOnline") == "no"
+    assert "Link" not in net  # RequiredForOnline: wait-online waits for any wired link ...
+    wait = parse_unit(UNITS / "systemd-networkd-wait-online.service.d" / "connectbox.conf")
+    assert wait["Service"]["ExecStart"][-1].startswith("-")  # ... 15 s at most, no failure
+    assert "--any --timeout=15" in wait["Service"]["ExecStart"][-1]
     timesyncd = OVERLAY / "etc" / "systemd" / "timesyncd.conf.d" / "connectbox.conf"
     assert "Time" in parse_unit(timesyncd)
 

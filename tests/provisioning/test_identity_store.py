@@ -9,7 +9,7 @@ import pytest
 from tinydb import Query, TinyDB
 
 from provisioning import store as store_module
-from provisioning.identity import claim_code, device_serial
+from provisioning.identity import claim_code, device_serial, record_serial
 from provisioning.store import (
     AtomicJSONStorage,
     Credentials,
@@ -50,6 +50,19 @@ def test_serial_configured_last_and_error_when_none(tmp_path):
     assert device_serial(tmp_path / "a", tmp_path / "b", configured=" CFG-1 ") == "CFG-1"
     with pytest.raises(ValueError, match="no usable serial"):
         device_serial(tmp_path / "a", tmp_path / "b")
+
+
+def test_first_boot_records_the_serial_and_the_record_wins(tmp_path):
+    """The image's set-up (root) records the DMI serial; the service (no DMI access) reads it."""
+    dmi, mid, record = tmp_path / "product_serial", tmp_path / "machine-id", tmp_path / "serial"
+    dmi.write_text("CB2026-00042\n")
+    mid.write_text("5f3c" * 8 + "\n")
+    assert record_serial(record, dmi, mid) == "CB2026-00042"
+    assert record.read_text() == "CB2026-00042\n" and stat.S_IMODE(record.stat().st_mode) == 0o644
+    dmi.write_text("REPLACED-BOARD\n")  # the record is kept: the box keeps its name
+    assert record_serial(record, dmi, mid) == "CB2026-00042"
+    assert device_serial(tmp_path / "missing", mid, recorded_path=record) == "CB2026-00042"
+    assert device_serial(tmp_path / "missing", mid, recorded_path=tmp_path / "none") == "5f3c" * 8
 
 
 def test_claim_code(tmp_path):

@@ -1,0 +1,305 @@
+"""Boot the Connect Box disk image in QEMU and drive it from outside, like a site would.
+
+`Machine` starts QEMU with the serial console on a Unix socket (read by a thread into a log
+and a buffer; `Machine.shell` runs a command through the development image's root shell on
+it), the second serial port on a TCP socket on 127.0.0.1 (a card reader's cable), and
+user-mode networking with the status page and POS port forwarded to 127.0.0.1. `Disk` reads
+and writes the GPT disk image's partitions from outside (sfdisk, dd, mtools): no loop devices.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OVMF = Path("/usr/share/ovmf/OVMF.fd")
+MIB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def image_env(directory: Path) -> dict[str, str]:
+    env = {}
+    for line in (directory / "image.env").read_text().splitlines():
+        if "=" in line:
+            key, value = line.split("=", 1)
+            env[key] = value
+    return env
+
+
+@dataclass
+class Machine:
+    """One QEMU run of a disk image. `uefi` boots through OVMF and systemd-boot; otherwise
+    QEMU's direct kernel boot of slot A (faster: no firmware)."""
+
+    image: dict[str, str]
+    workdir: Path
+    disk: Path | None = None  # default: the built image, with -snapshot
+    uefi: bool = False
+    snapshot: bool = True
+    status_port: int = field(default_factory=free_port)
+    pos_port: int = field(default_factory=free_port)
+    reader_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.console_path = self.workdir / f"console-{uuid.uuid4().hex[:6]}.sock"
+        self.log_path = self.workdir / "console.log"
+        self._buffer = bytearray()
+        self._cond = threading.Condition()
+        self._console: socket.socket | None = None
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    def argv(self) -> list[str]:
+        disk = self.disk or Path(self.image["CONNECTBOX_IMAGE_DISK"])
+        accel = os.environ.get("CONNECTBOX_QEMU_ACCEL", "tcg")
+        argv = [
+            "qemu-system-x86_64", "-accel", accel, "-m", "1024", "-smp", "2",
+            "-display", "none", "-vga", "none", "-monitor", "none",
+            "-chardev", f"socket,id=con,path={self.console_path},server=on,wait=off",
+            "-serial", "chardev:con",
+            "-chardev", f"socket,id=rdr,host=127.0.0.1,port={self.reader_port},server=on,wait=off",
+            "-serial", "chardev:rdr",
+            "-drive", f"file={disk},format=raw,if=virtio",
+            "-netdev",
+            f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.status_port}-:8080,"
+            f"hostfwd=tcp:127.0.0.1:{self.pos_port}-:9000",
+            "-device", "virtio-net-pci,netdev=n0",
+            "-smbios", "type=1,serial=CB2026-TEST42",
+        ]  # fmt: skip
+        if self.snapshot:
+            argv.append("-snapshot")
+        if self.uefi:
+            argv += ["-bios", str(OVMF)]
+        else:
+            argv += [
+                "-kernel", self.image["CONNECTBOX_IMAGE_KERNEL"],
+                "-initrd", self.image["CONNECTBOX_IMAGE_INITRD"],
+                "-append", self.image["CONNECTBOX_IMAGE_CMDLINE"],
+            ]  # fmt: skip
+        return argv
+
+    def start(self) -> Machine:
+        self._buffer.clear()
+        self.proc = subprocess.Popen(
+            self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        self.started = time.monotonic()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                console.connect(str(self.console_path))
+                break
+            except OSError:
+                console.close()
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    out = (
+                        self.proc.stdout.read().decode(errors="replace") if self.proc.stdout else ""
+                    )
+                    raise AssertionError(f"QEMU did not start: {out}") from None
+                time.sleep(0.05)
+        self._console = console
+        threading.Thread(target=self._read_console, args=(console,), daemon=True).start()
+        return self
+
+    def _read_console(self, console: socket.socket) -> None:
+        with open(self.log_path, "ab") as log:
+            while True:
+                try:
+                    data = console.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                log.write(data)
+                log.flush()
+                with self._cond:
+                    self._buffer += data
+                    self._cond.notify_all()
+
+    def power_cut(self) -> None:
+        """Pull the plug: SIGKILL, nothing flushed."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=30)
+        if self._console is not None:
+            self._console.close()
+            self._console = None
+
+    stop = power_cut
+
+    # -- what the machine shows -------------------------------------------------------------------
+
+    def console_text(self) -> str:
+        with self._cond:
+            return self._buffer.decode(errors="replace")
+
+    def tail(self, n: int = 4000) -> str:
+        return self.console_text()[-n:]
+
+    def wait_console(self, pattern: str, timeout: float, start: int = 0) -> re.Match[bytes]:
+        """Until the console output from byte `start` on matches `pattern`."""
+        regex = re.compile(pattern.encode(), re.S)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = regex.search(self._buffer, start)
+                if found:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc is not None and self.proc.poll() is not None):
+                    raise AssertionError(f"console never showed {pattern!r}:\n{self.tail()}")
+                self._cond.wait(min(left, 1.0))
+
+    def healthz(self) -> int | None:
+        try:
+            url = f"http://127.0.0.1:{self.status_port}/healthz"
+            with urllib.request.urlopen(url, timeout=3) as response:
+                return response.status
+        except Exception:
+            return None
+
+    def wait_healthy(self, timeout: float) -> float:
+        """Seconds from power-on until /healthz answered 200."""
+        deadline = self.started + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError("QEMU exited:\n" + self.tail())
+            if self.healthz() == 200:
+                return time.monotonic() - self.started
+            time.sleep(0.5)
+        raise AssertionError(f"/healthz not 200 within {timeout} s:\n{self.tail()}")
+
+    def status(self) -> dict:
+        url = f"http://127.0.0.1:{self.status_port}/api/status"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+
+    # -- the development image's root shell on the serial console ----------------------------------
+
+    def shell(self, command: str, timeout: float = 60) -> tuple[int, str]:
+        """Run `command` in the guest's root shell; (exit status, output)."""
+        assert self._console is not None, "no console"
+        self.wait_console(r"root@connectbox[^\n]*[#$] ", timeout=120)
+        tag = uuid.uuid4().hex[:8]
+        with self._cond:
+            start = len(self._buffer)
+        # The markers are built by the shell (quotes split them) so the echoed command line
+        # never matches; output comes back between them.
+        line = (f"echo '{tag}''-begin'; ( {command} ) 2>&1; echo \"{tag}-end $?\"\n").encode()
+        self._console.sendall(line)
+        found = self.wait_console(
+            rf"{tag}-begin\r?\n(.*?){tag}-end (\d+)", timeout=timeout, start=start
+        )
+        output = found.group(1).decode(errors="replace").replace("\r\n", "\n")
+        return int(found.group(2)), output
+
+    def check(self, command: str, timeout: float = 60) -> str:
+        status, output = self.shell(command, timeout)
+        assert status == 0, f"{command!r} exited {status}:\n{output}"
+        return output.strip()
+
+    # -- the card reader cable on the second serial port --------------------------------------
+
+    def reader_cable(self) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", self.reader_port), timeout=10)
+
+
+@dataclass
+class Partition:
+    number: int
+    name: str
+    start: int  # bytes
+    size: int  # bytes
+
+
+class Disk:
+    """A copy of the GPT disk image, changed from outside: partitions by name, the ESP's files
+    through mtools (`mcopy -i disk@@offset`), whole partitions with dd."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        table = json.loads(subprocess.run(
+            ["sfdisk", "--json", str(path)], check=True, capture_output=True, text=True
+        ).stdout)["partitiontable"]  # fmt: skip
+        sector = table.get("sectorsize", 512)
+        self.partitions = {
+            p["name"]: Partition(i + 1, p["name"], p["start"] * sector, p["size"] * sector)
+            for i, p in enumerate(table["partitions"])
+        }
+
+    @classmethod
+    def copy_of(cls, source: str | Path, dest: Path) -> Disk:
+        subprocess.run(["cp", "--sparse=always", str(source), str(dest)], check=True)
+        return cls(dest)
+
+    def _esp(self) -> str:
+        return f"{self.path}@@{self.partitions['cbesp'].start}"
+
+    def esp_list(self, directory: str) -> list[str]:
+        done = subprocess.run(
+            ["mdir", "-b", "-i", self._esp(), f"::{directory}"],
+            check=True, capture_output=True, text=True, env=_mtools_env(),
+        )  # fmt: skip
+        return sorted(Path(line.strip()).name for line in done.stdout.splitlines() if line.strip())
+
+    def esp_write(self, name: str, content: bytes | Path) -> None:
+        source = content
+        if isinstance(content, bytes):
+            source = self.path.with_suffix(".upload")
+            source.write_bytes(content)
+        subprocess.run(
+            ["mcopy", "-o", "-i", self._esp(), str(source), f"::{name}"],
+            check=True, capture_output=True, env=_mtools_env(),
+        )  # fmt: skip
+
+    def esp_mkdir(self, name: str) -> None:
+        subprocess.run(
+            ["mmd", "-i", self._esp(), f"::{name}"], check=True, capture_output=True,
+            env=_mtools_env(),
+        )  # fmt: skip
+
+    def write_partition(self, name: str, source: Path | None) -> None:
+        """dd `source` into partition `name`; None fills it with garbage (a broken slot)."""
+        part = self.partitions[name]
+        if source is None:
+            with open(self.path, "r+b") as disk:
+                disk.seek(part.start)
+                chunk = bytes(range(256)) * 4096
+                for _ in range(4 * MIB // len(chunk) * 16):  # 64 MiB of junk over the superblock
+                    disk.write(chunk)
+            return
+        assert source.stat().st_size <= part.size, "the filesystem is larger than the slot"
+        subprocess.run(
+            ["dd", f"if={source}", f"of={self.path}", "bs=1M", f"seek={part.start // MIB}",
+             "conv=notrunc,sparse", "status=none"],
+            check=True,
+        )  # fmt: skip
+
+
+def _mtools_env() -> dict[str, str]:
+    return {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+
+
+def need_tools() -> list[str]:
+    """Debian tools the image tests use that may be missing."""
+    return [t for t in ("qemu-system-x86_64", "sfdisk", "mcopy") if not shutil.which(t)]
