@@ -1,0 +1,99 @@
+"""What a production image holds, read from outside (no boot): no test key, token or claim code,
+no simulators, no login, a locked root, the provider's host in the factory configuration.
+
+Runs in the image stage, which builds a production image and sets
+CONNECTBOX_PRODUCTION_IMAGE_DIR (scripts/test-image); by hand:
+
+    sudo scripts/build-image --out build/image-production --host-url https://host.example.com \
+        --trusted-key k1=<base64 of a 32-byte Ed25519 public key>
+    CONNECTBOX_PRODUCTION_IMAGE_DIR=build/image-production \
+        .venv/bin/python -m pytest tests/image/test_contents.py
+
+Files are read with debugfs (e2fsprogs) straight from the partition images.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from app.host.reference.keys import TEST_PUBLIC_KEY_B64
+from tests.image.qemu import MIB, Disk, image_env
+
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("CONNECTBOX_PRODUCTION_IMAGE_DIR"),
+    reason="reads a built production image: runs in the image stage (scripts/test-image)",
+)
+
+
+@pytest.fixture(scope="module")
+def image() -> dict[str, str]:
+    env = image_env(Path(os.environ["CONNECTBOX_PRODUCTION_IMAGE_DIR"]))
+    assert env["CONNECTBOX_IMAGE_VARIANT"] == "production"
+    return env
+
+
+@pytest.fixture(scope="module")
+def data_partition(image, tmp_path_factory) -> Path:
+    disk = Disk(Path(image["CONNECTBOX_IMAGE_DISK"]))
+    part = disk.partitions["cbdata"]
+    out = tmp_path_factory.mktemp("data") / "data.ext4"
+    subprocess.run(
+        ["dd", f"if={disk.path}", f"of={out}", "bs=1M", f"skip={part.start // MIB}",
+         f"count={part.size // MIB}", "conv=sparse", "status=none"],
+        check=True,
+    )  # fmt: skip
+    return out
+
+
+def _cat(filesystem: str | Path, path: str) -> str | None:
+    done = subprocess.run(
+        ["debugfs", "-R", f"cat {path}", str(filesystem)], capture_output=True, text=True
+    )
+    if done.returncode != 0 or "File not found" in done.stderr:
+        return None
+    return done.stdout
+
+
+def test_no_test_key_token_or_simulator_anywhere_on_the_disk(image):
+    needles = [
+        TEST_PUBLIC_KEY_B64.encode(),
+        b"test-k1",
+        b"demo-token",
+        b"D-DEMO",
+        b"c0ec7b0c5e0d7e57",  # the reference host's published private seed
+        b"reference/keys.py",
+    ]
+    with open(image["CONNECTBOX_IMAGE_DISK"], "rb") as f, mmap.mmap(
+        f.fileno(), 0, access=mmap.ACCESS_READ
+    ) as disk:
+        found = [n.decode() for n in needles if disk.find(n) != -1]
+    assert found == []
+
+
+def test_factory_configuration_names_the_provider_and_holds_no_credentials(data_partition):
+    config = _cat(data_partition, "/etc/connectbox/connectbox.toml")
+    assert config is not None and 'url = "https://' in config
+    assert "token" not in config and "device_id" not in config and "claim_code" not in config
+    assert _cat(data_partition, "/etc/connectbox/claim") is None  # written at the factory
+
+
+def test_no_login_and_a_locked_root(image):
+    slot = image["CONNECTBOX_IMAGE_SLOT"]
+    assert _cat(slot, "/usr/lib/connectbox/variant") == "production\n"
+    shadow = _cat(slot, "/etc/shadow")
+    assert shadow is not None
+    root = next(line for line in shadow.splitlines() if line.startswith("root:"))
+    assert root.split(":")[1].startswith("!")
+    assert _cat(slot, "/etc/systemd/system/serial-getty@ttyS0.service.d/autologin.conf") is None
+    # No getty on the serial console either (systemd would start one on the kernel console).
+    mask = subprocess.run(
+        ["debugfs", "-R", "stat /etc/systemd/system/serial-getty@ttyS0.service", slot],
+        capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    assert 'Fast link dest: "/dev/null"' in mask
+    assert _cat(slot, "/usr/sbin/sshd") is None
