@@ -68,9 +68,10 @@ def test_no_test_key_token_or_simulator_anywhere_on_the_disk(image):
         b"c0ec7b0c5e0d7e57",  # the reference host's published private seed
         b"reference/keys.py",
     ]
-    with open(image["CONNECTBOX_IMAGE_DISK"], "rb") as f, mmap.mmap(
-        f.fileno(), 0, access=mmap.ACCESS_READ
-    ) as disk:
+    with (
+        open(image["CONNECTBOX_IMAGE_DISK"], "rb") as f,
+        mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as disk,
+    ):
         found = [n.decode() for n in needles if disk.find(n) != -1]
     assert found == []
 
