@@ -119,8 +119,9 @@ def test_root_is_read_only_and_the_data_partition_holds_the_state(vm):
     assert vm.shell("test -e /usr/sbin/sshd")[0] != 0
     assert vm.check("systemctl --failed --no-legend --plain") == ""
     assert vm.check("systemctl show -p User --value connectbox.service") == "connectbox"
-    rss = vm.check("ps -o rss= -p $(systemctl show -p MainPID --value connectbox.service)")
-    print(f"FIGURE service RSS after boot: {int(rss) / 1024:.1f} MiB")
+    pid = vm.check("systemctl show -p MainPID --value connectbox.service")
+    rss_kib = int(vm.check(f"grep VmRSS /proc/{pid}/status").split()[1])
+    print(f"FIGURE service RSS after boot: {rss_kib / 1024:.1f} MiB")
 
 
 def test_firewall_admits_only_the_pos_port_status_page_mdns_and_dhcp(vm):
@@ -212,11 +213,15 @@ def test_watchdog_restarts_a_frozen_service(vm):
 
 def test_power_cut_mid_finalize_stream_loses_and_repeats_nothing(image, reference_host, tmp_path):
     disk = Disk.copy_of(image["CONNECTBOX_IMAGE_DISK"], tmp_path / "disk.img")
+    with open(disk.path, "r+b") as f:  # written to a larger disk: the data partition grows
+        f.truncate(f.seek(0, os.SEEK_END) + 1024 * 1024 * 1024)
     machine = Machine(image, tmp_path / "vm", disk=disk.path, snapshot=False).start()
     answered: list[str] = []
     try:
         machine.wait_healthy(120)
         identity = machine.check("cat /etc/machine-id; hostname")
+        data_mib = int(machine.check("df -m --output=size /data | tail -1"))
+        assert data_mib > 1100, f"/data did not grow to the disk: {data_mib} MiB"
         # The host fails every delivery: the answered finalizes wait in the box's outbox.
         reference_host.set_fault("error500", 0)
         stop = threading.Event()
