@@ -29,6 +29,7 @@ from app.network.manager import NetworkManager
 from app.network.mdns import Announcer
 from app.offline.engine import OfflineEngine
 from app.offline.policy import PolicyManager
+from app.os_image import os_image
 from app.outbox import Outbox
 from app.pos.server import PosServer
 from app.pos.service import LoyaltyService
@@ -47,6 +48,7 @@ class Box:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.started_at = time.time()
+        self.os_image = os_image()  # the root slot it booted from does not change while it runs
         self.connectivity = HostConnectivity()
         self.host_client = HostClient(
             config.host.url,
@@ -236,6 +238,7 @@ class Box:
     def status(self) -> dict[str, Any]:
         return {
             "version": __version__,
+            "os": self.os_image,
             "uptime_s": round(time.time() - self.started_at),
             "device_id": self.config.host.device_id,
             "site_id": self.config.host.site_id,

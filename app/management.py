@@ -198,6 +198,7 @@ class RemoteManagement:
                 "readers": {r["devnode"]: r["state"] for r in status["readers"]},
                 "host_online": host_online,
                 "policy_refused": status["policy"].get("refused"),
+                "os_slot": status["os"]["slot"],  # which root slot (a/b) it booted from
             },
             "outbox_depth": status["outbox"]["depth"],
             "oldest_pending_s": status["outbox"]["oldest_pending_s"],

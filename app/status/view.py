@@ -501,8 +501,14 @@ def _skew(value: Any) -> str:
 def software_section(status: dict[str, Any], now: float) -> Section:
     journal = section(status, "journal")
     uptime = status.get("uptime_s")
+    os_info = section(status, "os")
+    slot = os_info.get("slot")
     rows = [
         ("Version", text(status.get("version"))),
+        (
+            "System slot",
+            f"{str(slot).upper()} ({os_info.get('variant') or 'unknown'} image)" if slot else DASH,
+        ),
         ("Running for", duration(uptime) if isinstance(uptime, int | float) else DASH),
         ("Device", text(status.get("device_id"))),
         ("Site", text(status.get("site_id"))),

@@ -111,6 +111,7 @@ def test_root_is_read_only_and_the_data_partition_holds_the_state(vm):
     ):
         assert vm.check(f"findmnt -no SOURCE {path}") == f"/dev/vda4[{source}]"
     assert vm.check("cat /proc/cmdline").count("connectbox.slot=a") == 1
+    assert vm.status()["os"] == {"slot": "a", "variant": "development"}
     # First boot: the serial from the DMI table, the hostname from its last six characters.
     assert vm.check("cat /etc/connectbox/serial") == "CB2026-TEST42"
     assert vm.check("hostname") == "connectbox-test42"
@@ -293,6 +294,7 @@ def test_uefi_a_broken_slot_b_falls_back_to_slot_a(image, reference_host, tmp_pa
         console = machine.console_text()
         assert console.count("root=PARTLABEL=cbroot-b") >= 2, machine.tail()
         assert machine.check("cat /proc/cmdline").count("connectbox.slot=a") == 1
+        assert machine.status()["os"]["slot"] == "a"  # what the page and heartbeat report
         print(f"FIGURE UEFI fallback B,B -> A: /healthz after {seconds:.0f} s")
     finally:
         machine.stop()
@@ -308,6 +310,7 @@ def test_uefi_a_good_slot_b_boots_and_is_blessed(image, reference_host, tmp_path
         seconds = machine.wait_healthy(300)
         print(f"FIGURE UEFI boot of slot B -> /healthz: {seconds:.0f} s")
         assert machine.check("cat /proc/cmdline").count("connectbox.slot=b") == 1
+        assert machine.status()["os"]["slot"] == "b"
         deadline = time.monotonic() + 300
         while machine.shell("systemctl is-active systemd-bless-boot.service")[0] != 0:
             assert time.monotonic() < deadline, machine.check(
