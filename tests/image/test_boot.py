@@ -8,8 +8,9 @@ image and sets CONNECTBOX_IMAGE_DIR; by hand:
 
 CONNECTBOX_QEMU_ACCEL picks the accelerator (default tcg; kvm where KVM works). The reference
 host runs here on 127.0.0.1:<the port baked into the image>; QEMU's user networking maps the
-guest's 10.0.2.2 to this machine's 127.0.0.1. Most scenarios share one direct-kernel boot of
-slot A (fast); the power cut and the UEFI/A-B scenarios boot their own copies of the disk.
+guest's "host" address (see docs/image.md) to this machine's 127.0.0.1. Most scenarios share
+one direct-kernel boot of slot A (fast); the power cut and the UEFI/A-B scenarios boot their
+own copies of the disk.
 """
 
 from __future__ import annotations
