@@ -71,8 +71,10 @@ class Machine:
     def argv(self) -> list[str]:
         disk = self.disk or Path(self.image["CONNECTBOX_IMAGE_DISK"])
         accel = os.environ.get("CONNECTBOX_QEMU_ACCEL", "tcg")
+        # One vCPU: under TCG a second one starved the guest's RCU thread now and then (a
+        # boot hung with "rcu_preempt kthread starved"), and it leaves a host core to the test.
         argv = [
-            "qemu-system-x86_64", "-accel", accel, "-m", "1024", "-smp", "2",
+            "qemu-system-x86_64", "-accel", accel, "-m", "1024", "-smp", "1",
             "-display", "none", "-vga", "none", "-monitor", "none",
             "-chardev", f"socket,id=con,path={self.console_path},server=on,wait=off",
             "-serial", "chardev:con",
