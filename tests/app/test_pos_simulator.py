@@ -15,6 +15,7 @@ from app.pos import simulator as sim
 from app.pos.framing import FramingError, crc32, make_framer
 from app.pos.model import Request, Response, Reward
 from app.pos.xmlcodec import read_request, write_response
+from tests.ports import free_port
 
 
 class FakeHost:
@@ -125,12 +126,6 @@ def passport_host():
     host = FakeHost("passport")
     yield host
     host.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def client_for(host: FakeHost, **kwargs) -> sim.PosClient:

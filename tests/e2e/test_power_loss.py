@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,15 +19,10 @@ import requests
 
 from app.journal import Journal
 from app.pos import simulator as sim
+from tests.ports import free_port
 
 KILLS = 20
 PHONE = "2142840123"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _write_config(tmp_path: Path, host_url: str, pos_port: int, status_port: int) -> Path:
@@ -83,7 +77,7 @@ def pos_load(
 
 
 def test_sigkill_under_load_loses_no_answered_finalize(tmp_path, reference_host):
-    pos_port, status_port = _free_port(), _free_port()
+    pos_port, status_port = free_port(), free_port()
     config = _write_config(tmp_path, reference_host.url, pos_port, status_port)
     answered: list[str] = []
     # One counter per register for the whole test: transaction numbers never repeat.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,14 +11,9 @@ import time
 import requests
 
 from app.pos import simulator as sim
+from tests.ports import free_port
 
 CLI = [sys.executable, "-m", "app"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _config(tmp_path, host_url: str, pos_port: int, status_port: int, extra: str = "") -> str:
@@ -61,7 +55,7 @@ def test_config_from_environment_and_missing_file(tmp_path):
 
 
 def test_run_serves_health_and_stops_cleanly_on_sigterm(tmp_path, reference_host):
-    pos_port, status_port = _free_port(), _free_port()
+    pos_port, status_port = free_port(), free_port()
     path = _config(tmp_path, reference_host.url, pos_port, status_port)
     process = subprocess.Popen(CLI + ["run", "--config", path], stderr=subprocess.PIPE, text=True)
     try:
@@ -87,7 +81,7 @@ def test_run_serves_health_and_stops_cleanly_on_sigterm(tmp_path, reference_host
 
 
 def test_demo_plays_a_discounted_sale_end_to_end():
-    ports = [str(_free_port()) for _ in range(3)]
+    ports = [str(free_port()) for _ in range(3)]
     result = subprocess.run(
         CLI
         + [

@@ -23,14 +23,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.ports import free_port
+
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
 MIB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def image_env(directory: Path) -> dict[str, str]:

@@ -3,7 +3,6 @@ recorded (method, path, Authorization header, status), and an enrolled box's cre
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -89,12 +88,6 @@ def record(host: RunningHost) -> Recorder:
     recorder = Recorder(host.app.wsgi_app)
     host.app.wsgi_app = recorder  # type: ignore[method-assign]
     return recorder
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from provisioning.api import HostClient, HostError
 from provisioning.cli import enroll_main
 from provisioning.enrollment import ClaimRejected, Enroller
 from provisioning.store import CREDENTIALS_FILE, CredentialStore
-from tests.provisioning.conftest import SITE, free_port, record
+from tests.ports import free_port
+from tests.provisioning.conftest import SITE, record
 
 
 def test_fresh_box_enrolls_and_stores_0600_credentials(host, tmp_path):

@@ -16,7 +16,6 @@ import http.server
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -43,6 +42,7 @@ from provisioning.releases import (
     verify_artefact,
 )
 from provisioning.updates import MARKER_NAME, HealthCheckFailed, Updater, main
+from tests.ports import free_port
 
 TRUSTED = {TEST_KEY_ID: TEST_PUBLIC_KEY_B64}
 REPO = Path(__file__).resolve().parents[2]
@@ -71,12 +71,6 @@ class Health(http.server.BaseHTTPRequestHandler):
 
 http.server.HTTPServer(("127.0.0.1", int(os.environ["CB_PORT"])), Health).serve_forever()
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Supervisor:
