@@ -10,6 +10,10 @@ is in the write-ahead log and fsync'd, so it survives kill -9 and power loss. It
 - `decisions`: the GetRewards decisions (host or offline), for the audit trail and the offline
   exposure limits.
 - `state`: a tiny key-value table for durable facts such as the last time the host answered.
+- `received`: the exact bytes of every durable POS request (FinalizeRewards, CancelTransaction,
+  ...), committed before the box parses them (`keep`). `add_event(received_id=...)` settles a
+  kept request in the same transaction as its event; a request still `kept` after a crash is
+  settled at the next start.
 
 One connection shared by the POS threads and the outbox thread, serialised by a lock. Every
 write is one explicit `BEGIN IMMEDIATE ... COMMIT`. A database error on write (disk full, I/O
@@ -42,7 +46,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-KINDS = ("finalize", "cancel", "reverse")
+KINDS = ("finalize", "cancel", "reverse", "unreadable")
 FINAL_STATES = ("conflict", "rejected")
 
 MIGRATIONS: list[str] = [
@@ -99,7 +103,23 @@ MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # v3: the exact bytes of every durable POS request, committed before it is parsed.
+    """
+    CREATE TABLE received (
+        id          INTEGER PRIMARY KEY,
+        stem        TEXT    NOT NULL,
+        dialect     TEXT    NOT NULL,
+        raw         BLOB    NOT NULL,
+        received_at REAL    NOT NULL,
+        state       TEXT    NOT NULL DEFAULT 'kept',
+        event_id    TEXT
+    );
+    -- Requests kept but not yet settled into an event (after a crash: recovered at start).
+    CREATE INDEX received_kept ON received (id) WHERE state = 'kept';
+    CREATE INDEX events_unreadable ON events (kind) WHERE kind = 'unreadable';
+    """,
 ]
+SETTLED_STATES = ("derived", "duplicate", "no_event")
 
 _EVENT_COLUMNS = (
     "seq, event_id, kind, body, answer, state, attempts, next_attempt_at, last_error, "
@@ -138,6 +158,17 @@ class Backlog:
     oldest_pending_at: float | None
     conflicts: int  # events ended as conflict (409 on replay)
     rejected: int  # events the host refused for good (other 4xx, e.g. 422)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A durable request as the POS sent it, committed and not yet settled into an event."""
+
+    id: int
+    stem: str
+    dialect: str
+    raw: bytes
+    received_at: float
 
 
 def _dumps(value: Any) -> str:
@@ -366,6 +397,53 @@ class Journal:
             conn.execute("PRAGMA optimize")
         conn.close()  # the last connection checkpoints the WAL into the main file
 
+    # ---- durable requests as received ------------------------------------------------------
+
+    def keep(self, stem: str, dialect: str, raw: bytes) -> Kept:
+        """Commit the exact bytes of a durable request before anything else is done with it."""
+        now = self._clock()
+        with self._write("keep") as conn:
+            cursor = conn.execute(
+                "INSERT INTO received (stem, dialect, raw, received_at) VALUES (?, ?, ?, ?)",
+                (stem, dialect, bytes(raw), now),
+            )
+            kept_id = int(cursor.lastrowid or 0)
+        return Kept(kept_id, stem, dialect, bytes(raw), now)
+
+    def settle(self, received_id: int, state: str, event_id: str | None = None) -> None:
+        """A kept request that needs no event of its own: a resend of a journaled event
+        ("duplicate") or nothing to report ("no_event")."""
+        if state not in SETTLED_STATES:
+            raise ValueError(f"settled state must be one of {SETTLED_STATES}, not {state!r}")
+        with self._write("settle") as conn:
+            conn.execute(
+                "UPDATE received SET state = ?, event_id = ? WHERE id = ?",
+                (state, event_id, received_id),
+            )
+
+    def settled(self, received_id: int) -> bool:
+        """Whether a kept request has settled (its event, or no event needed, is committed)."""
+        with self._read("settled") as conn:
+            row = conn.execute("SELECT state FROM received WHERE id = ?", (received_id,)).fetchone()
+        return row is not None and row[0] != "kept"
+
+    def unsettled(self) -> list[Kept]:
+        """Kept requests that never became an event (the box stopped in between)."""
+        with self._read("unsettled") as conn:
+            rows = conn.execute(
+                "SELECT id, stem, dialect, raw, received_at FROM received INDEXED BY"
+                " received_kept WHERE state = 'kept' ORDER BY id"
+            ).fetchall()
+        return [Kept(row[0], row[1], row[2], bytes(row[3]), row[4]) for row in rows]
+
+    def received_raw(self, event_id: str) -> bytes | None:
+        """The bytes the POS sent for an event (the first request that made it)."""
+        with self._read("received_raw") as conn:
+            row = conn.execute(
+                "SELECT raw FROM received WHERE event_id = ? ORDER BY id LIMIT 1", (event_id,)
+            ).fetchone()
+        return bytes(row[0]) if row is not None else None
+
     # ---- GetRewards decisions --------------------------------------------------------------
 
     def record_decision(
@@ -410,8 +488,10 @@ class Journal:
         day: str | None = None,
         discount: Decimal = Decimal(0),
         origin: str = "host",
+        received_id: int | None = None,
     ) -> tuple[Event, bool]:
-        """Commit a new event (True) or return the one already journaled under event_id."""
+        """Commit a new event (True) or return the one already journaled under event_id.
+        `received_id` settles the kept request it came from, in the same transaction."""
         if kind not in KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
         discount = Decimal(discount)
@@ -422,6 +502,12 @@ class Journal:
             row = conn.execute(
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE event_id = ?", (event_id,)
             ).fetchone()
+            if received_id is not None:
+                state = "derived" if row is None else "duplicate"
+                conn.execute(
+                    "UPDATE received SET state = ?, event_id = ? WHERE id = ?",
+                    (state, event_id, received_id),
+                )
             if row is not None:
                 if row[3] != body_text or row[2] != kind:
                     log.warning(
@@ -659,6 +745,9 @@ class Journal:
                 "SELECT COUNT(*) FROM events INDEXED BY events_pending WHERE state = 'pending'"
             ).fetchone()
             (decisions,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM decisions").fetchone()
+            (unreadable,) = conn.execute(
+                "SELECT COUNT(*) FROM events INDEXED BY events_unreadable WHERE kind = 'unreadable'"
+            ).fetchone()
             (pages,) = conn.execute("PRAGMA page_count").fetchone()
             (page_size,) = conn.execute("PRAGMA page_size").fetchone()
         wal = Path(f"{self.path}-wal")
@@ -670,5 +759,6 @@ class Journal:
             "events": int(events),
             "pending": int(pending),
             "decisions": int(decisions),
+            "unreadable": int(unreadable),
             "size_bytes": int(pages * page_size + wal_size),
         }

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from app.journal import Kept
 from app.money import ZERO, fmt_decimal, fmt_money
 from app.pos.model import Line, Request, TransactionData
 
@@ -128,6 +130,28 @@ def transaction_body(
         "points_redeemed": fmt_decimal(request.points_redeemed) or "0",
         "final_total": fmt_money(final_total or ZERO),
     }
+
+
+def unreadable_body(identity: Identity, kept: Kept, error: str) -> dict[str, Any]:
+    """An `unreadable` event: a durable request the box kept but could not understand."""
+    return {
+        "event": "unreadable",
+        "device_id": identity.device_id,
+        "site_id": identity.site_id,
+        "request_type": kept.stem,
+        "raw": base64.b64encode(kept.raw).decode("ascii"),
+        "error": error[:MAX_ERROR_CHARS],
+        "pos": {"dialect": kept.dialect},
+        "occurred_at": rfc3339(kept.received_at),
+        "recorded_at": now_rfc3339(),
+    }
+
+
+MAX_ERROR_CHARS = 500
+
+
+def rfc3339(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
 
 
 def now_rfc3339() -> str:

@@ -98,6 +98,8 @@ class Request:
     dialect: str = "passport"
     extra: dict[str, str] = field(default_factory=dict)
     """Unknown top-level elements, kept as raw text by name instead of failing."""
+    refused: str | None = None
+    """Why the body was not read (a value out of bounds); the request then has no body."""
 
     @property
     def known(self) -> bool:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from app.pos.framing import DEFAULT_MAX_FRAME, FramingError, make_framer
 from app.pos.model import Request
 from app.pos.service import LoyaltyService, NotAccepted
-from app.pos.xmlcodec import XmlError, read_request, write_response
+from app.pos.xmlcodec import XmlError, write_response
 from app.stats import LatencyWindow
 
 log = logging.getLogger("connectbox.pos")
@@ -155,10 +155,11 @@ class PosConnection(socketserver.BaseRequestHandler):
                     if frame.heartbeat:
                         continue  # Passport heartbeats get no reply
                     received_at = time.monotonic()
-                    request = read_request(frame.payload, framer.dialect or "passport")
-                    info.note(request, framer.dialect)
-                    handled = self.server.service.handle(request, received_at)
-                    sock.sendall(framer.encode(write_response(handled.response, request.dialect)))
+                    dialect = framer.dialect or "passport"
+                    handled = self.server.service.handle_frame(frame.payload, dialect, received_at)
+                    if handled.request is not None:
+                        info.note(handled.request, framer.dialect)
+                    sock.sendall(framer.encode(write_response(handled.response, dialect)))
                     elapsed = time.monotonic() - received_at
                     self.server.overhead.add(max(0.0, elapsed - handled.host_wait_s))
         except (FramingError, XmlError) as exc:

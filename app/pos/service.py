@@ -3,6 +3,12 @@
 Every request gets a well-formed response of the matching name within the deadline, whatever
 the central host does. GetRewards asks the host and turns its rewards into AddRewards;
 FinalizeRewards, CancelTransaction and ReverseTransaction become host transaction events.
+
+Durable first, in one place (`handle_frame`): the exact bytes of a durable request are
+committed to the journal before they are parsed. After that the request either settles into
+its event, or into an `unreadable` event when the box cannot understand it, and only then is
+it answered; when the journal cannot commit, it is not answered at all (`NotAccepted`), so the
+POS keeps it and sends it again.
 """
 
 from __future__ import annotations
@@ -19,18 +25,19 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from app.host.payload import Identity, rewards_body, transaction_body
+from app.host.payload import Identity, rewards_body, transaction_body, unreadable_body
 from app.host.relay import HostRelay
 from app.host.translate import receipt_lines, translate_rewards, trim
-from app.journal import Journal, JournalError
+from app.journal import Journal, JournalError, Kept
 from app.logs import mask_id
 from app.money import ZERO, fmt_money
 from app.offline.engine import OfflineEngine
 from app.outbox import Outbox
 from app.pos import wire
 from app.pos.loyalty_ids import read_age_check, resolve
-from app.pos.model import Request, Response
+from app.pos.model import Request, RequestHeader, Response
 from app.pos.sessions import Session, SessionStore
+from app.pos.xmlcodec import XmlError, read_request, sniff_stem
 from app.programs.nanp import normalize_us_phone
 from app.readers import PendingReads
 from app.stats import Counters
@@ -39,17 +46,28 @@ from provisioning.api import HostClient
 log = logging.getLogger("connectbox.pos")
 EVENT_NAMESPACE = uuid.UUID("6f1c8f56-3c1e-4c55-9a43-8d3c0f7e1b20")
 ACCEPTED_OFFLINE_TEXT = "ACCEPTED OFFLINE"
-DURABLE_STEMS = ("FinalizeRewards", "CancelTransaction", "ReverseTransaction")
+DURABLE_STEMS = (
+    "FinalizeRewards",
+    "CancelTransaction",
+    "ReverseTransaction",
+    "CancelRedemption",
+    "EndPeriod",
+)
 
 
 class NotAccepted(Exception):
     """The request could not be made durable: do not answer, so the POS keeps and resends it."""
 
 
+class Unreadable(Exception):
+    """A kept durable request the box cannot turn into its event; the message says why."""
+
+
 @dataclass
 class Handled:
     response: Response
     host_wait_s: float = 0.0
+    request: Request | None = None  # what the POS sent, when the box could read it
 
 
 class LoyaltyService:
@@ -80,35 +98,128 @@ class LoyaltyService:
         self._handlers: dict[str, Callable[[Request, float], Handled]] = {
             "GetLoyaltyOnlineStatus": self._online_status,
             "GetRewards": self._get_rewards,
+        }
+        self._durable_handlers: dict[str, Callable[[Request, float, Kept], Handled]] = {
             "FinalizeRewards": self._finalize,
             "CancelTransaction": self._cancel,
             "ReverseTransaction": self._reverse,
         }
 
-    def handle(self, request: Request, received_at: float) -> Handled:
-        """Answer one request; `received_at` (monotonic) starts the POS's deadline."""
-        self.counters.add(f"request.{request.stem}" if request.known else "request.unknown")
+    def handle_frame(self, payload: bytes, dialect: str, received_at: float) -> Handled:
+        """Answer one frame from the POS; `received_at` (monotonic) starts the POS's deadline.
+        XmlError when a frame that is not a durable request cannot be read (the server closes
+        that connection); NotAccepted when a durable request could not be committed."""
+        stem = sniff_stem(payload)
+        if stem in DURABLE_STEMS:
+            return self._durable(self._keep(stem, dialect, payload), received_at)
+        request = read_request(payload, dialect)
+        if request.stem in DURABLE_STEMS:  # an odd prolog hid it from the sniff: keep it now
+            return self._durable(self._keep(request.stem, dialect, payload), received_at)
+        return self._plain(request, received_at)
+
+    def settle_unsettled(self) -> int:
+        """Settle requests kept before a crash but never turned into events (called at start,
+        before the POS can connect). Their POS got no answer and will resend: the resend then
+        finds the event. Returns how many were settled."""
+        settled = 0
+        for kept in self.journal.unsettled():
+            log.warning("settling %sRequest %d kept before a stop", kept.stem, kept.id)
+            # A deadline already passed: nothing waits for the host here.
+            self._durable(kept, time.monotonic() - self.deadline_s)
+            settled += 1
+        return settled
+
+    def _plain(self, request: Request, received_at: float) -> Handled:
+        """A request that changes nothing durable: whatever goes wrong, it gets its answer."""
+        self._count(request)
+        if request.refused:
+            log.warning(
+                "%sRequest refused: %s; answered without rewards", request.stem, request.refused
+            )
+            self.counters.add("requests.refused")
+            return Handled(_answer(request), request=request)
         handler = self._handlers.get(request.stem)
         if handler is None:
             if not request.known:
                 log.info("unknown request %sRequest: header-only answer", request.stem)
-            return Handled(_answer(request))
+            return Handled(_answer(request), request=request)
         try:
-            return handler(request, received_at + self.deadline_s)
+            handled = handler(request, received_at + self.deadline_s)
         except JournalError as exc:
             self.counters.add("journal_errors")
-            if request.stem in DURABLE_STEMS:
-                # Acknowledging what we could not store would lose it; unanswered, the POS
-                # stores it itself and sends it again later (LoyaltyOfflineFlag="yes").
-                log.error("cannot journal %sRequest (%s): not acknowledged", request.stem, exc)
-                raise NotAccepted(str(exc)) from exc
             log.error("cannot journal %sRequest (%s): answering without rewards", request.stem, exc)
-            return Handled(_answer(request))
+            handled = Handled(_answer(request))
         except Exception:
             # A bug must not leave the POS without a well-formed answer of the right name.
             log.exception("error handling %sRequest; answering header-only", request.stem)
             self.counters.add("handler_errors")
-            return Handled(_answer(request))
+            handled = Handled(_answer(request))
+        handled.request = request
+        return handled
+
+    def _keep(self, stem: str, dialect: str, payload: bytes) -> Kept:
+        try:
+            return self.journal.keep(stem, dialect, payload)
+        except JournalError as exc:
+            self.counters.add("journal_errors")
+            # Acknowledging what we could not store would lose it; unanswered, the POS
+            # stores it itself and sends it again later (LoyaltyOfflineFlag="yes").
+            log.error("cannot journal %sRequest (%s): not acknowledged", stem, exc)
+            raise NotAccepted(str(exc)) from exc
+
+    def _durable(self, kept: Kept, received_at: float) -> Handled:
+        """A kept request: its event, else an unreadable event; answered once one is committed."""
+        request: Request | None = None
+        try:
+            request = read_request(kept.raw, kept.dialect)
+            self._count(request)
+            if request.refused:
+                raise Unreadable(request.refused)
+            handler = self._durable_handlers.get(request.stem, self._kept_only)
+            handled = handler(request, received_at + self.deadline_s, kept)
+        except JournalError as exc:
+            self.counters.add("journal_errors")
+            log.error("cannot journal %sRequest (%s): not acknowledged", kept.stem, exc)
+            raise NotAccepted(str(exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - whatever it was, the request is kept
+            return self._after_failure(kept, request, exc)
+        handled.request = request
+        return handled
+
+    def _after_failure(self, kept: Kept, request: Request | None, exc: Exception) -> Handled:
+        """Answer a kept request whose handling failed, once its event is committed."""
+        response = _answer(request) if request else Response(kept.stem, RequestHeader())
+        try:
+            if self.journal.settled(kept.id):
+                # Its event was committed before the failure: the request is safe.
+                log.exception("error after journaling %sRequest; answering header-only", kept.stem)
+                self.counters.add("handler_errors")
+                return Handled(response, request=request)
+            if isinstance(exc, (XmlError, Unreadable)):
+                error = str(exc)
+                log.warning("%sRequest kept as unreadable: %s", kept.stem, error)
+            else:
+                error = f"{type(exc).__name__}: {exc}"
+                log.exception("error handling %sRequest; kept as unreadable", kept.stem)
+                self.counters.add("handler_errors")
+            event_id = str(
+                uuid.uuid5(
+                    EVENT_NAMESPACE,
+                    f"{self.identity.device_id}|unreadable|{hashlib.sha256(kept.raw).hexdigest()}",
+                )
+            )
+            body = unreadable_body(self.identity, kept, error)
+            self.journal.add_event(event_id, "unreadable", body, received_id=kept.id)
+        except JournalError as journal_exc:
+            self.counters.add("journal_errors")
+            log.error("cannot journal %sRequest (%s): not acknowledged", kept.stem, journal_exc)
+            raise NotAccepted(str(journal_exc)) from journal_exc
+        self.counters.add("events.journaled.unreadable")
+        self.outbox.wake()
+        return Handled(response, request=request)
+
+    def _count(self, request: Request) -> None:
+        self.counters.add(f"request.{request.stem}" if request.known else "request.unknown")
 
     # ---- message types ------------------------------------------------------------------
 
@@ -228,10 +339,10 @@ class LoyaltyService:
                     read.register_id,
                 )
 
-    def _finalize(self, request: Request, deadline: float) -> Handled:
+    def _finalize(self, request: Request, deadline: float, kept: Kept) -> Handled:
         session = self.sessions.get(request.header.loyalty_sequence_id)
         event_id = self._event_id("finalize", request, session)
-        earlier = self._earlier_answer(event_id, request)
+        earlier = self._earlier_answer(event_id, request, kept)
         if earlier is not None:
             self.counters.add("finalize.resent")
             return Handled(earlier)
@@ -240,7 +351,7 @@ class LoyaltyService:
         # Claimed before it is journaled: the outbox must not send it while we do.
         self.outbox.claim(event_id)
         try:
-            self._journal_event(event_id, body, session)
+            self._journal_event(event_id, body, session, kept)
         except BaseException:
             self.outbox.release(event_id)
             raise
@@ -252,22 +363,30 @@ class LoyaltyService:
             self.sessions.drop(session.session_id)
         return Handled(response, waited.waited_s)
 
-    def _cancel(self, request: Request, deadline: float) -> Handled:
+    def _cancel(self, request: Request, deadline: float, kept: Kept) -> Handled:
         session = self.sessions.drop(request.header.loyalty_sequence_id)
         if session is not None:
             event_id = self._event_id("cancel", request, session)
-            self._journal_event(event_id, self._event_body("cancel", request, session), session)
+            body = self._event_body("cancel", request, session)
+            self._journal_event(event_id, body, session, kept)
             self.outbox.wake()
+        else:  # nothing was granted in a session the box does not know: nothing to report
+            self.journal.settle(kept.id, "no_event")
         return Handled(_answer(request, request.header.loyalty_sequence_id))
 
-    def _reverse(self, request: Request, deadline: float) -> Handled:
+    def _reverse(self, request: Request, deadline: float, kept: Kept) -> Handled:
         event_id = self._event_id("reverse", request, None)
-        earlier = self._earlier_answer(event_id, request)
+        earlier = self._earlier_answer(event_id, request, kept)
         if earlier is not None:
             return Handled(earlier)
-        self._journal_event(event_id, self._event_body("reverse", request, None), None)
+        self._journal_event(event_id, self._event_body("reverse", request, None), None, kept)
         self.journal.set_answer(event_id, {"receipt_lines": []})
         self.outbox.wake()
+        return Handled(_answer(request))
+
+    def _kept_only(self, request: Request, deadline: float, kept: Kept) -> Handled:
+        """CancelRedemption and EndPeriod: kept as received, no host event of their own yet."""
+        self.journal.settle(kept.id, "no_event")
         return Handled(_answer(request))
 
     # ---- transaction events -------------------------------------------------------------
@@ -311,8 +430,11 @@ class LoyaltyService:
             decision = {"origin": "offline", "policy_version": None, "rule": "no_session"}
         return transaction_body(base, event, request, applied, decision)
 
-    def _journal_event(self, event_id: str, body: dict[str, Any], session: Session | None) -> None:
-        """Commit the event before the POS is answered; the outbox delivers it if we do not."""
+    def _journal_event(
+        self, event_id: str, body: dict[str, Any], session: Session | None, kept: Kept
+    ) -> None:
+        """Commit the event (settling its kept request) before the POS is answered; the outbox
+        delivers it if we do not."""
         discount = sum((Decimal(r["amount"]) for r in body["rewards_applied"]), ZERO)
         loyalty = body.get("loyalty_id") or {}
         self.journal.add_event(
@@ -323,6 +445,7 @@ class LoyaltyService:
             day=self.today().isoformat(),
             discount=discount,
             origin=body["decision"]["origin"],
+            received_id=kept.id,
         )
         self.counters.add(f"events.journaled.{body['event']}")
 
@@ -330,7 +453,7 @@ class LoyaltyService:
         """Try to deliver a claimed event inside the POS deadline (for receipt lines); the
         outbox takes it over when this fails or the host is known to be down."""
         started = time.monotonic()
-        if self.relay.connectivity.known_down:
+        if self.relay.connectivity.known_down or deadline <= started:
             self.outbox.release(event_id)
             return _Waited(None, 0.0)
         label = f"{body['event']} event {event_id}"
@@ -354,10 +477,11 @@ class LoyaltyService:
         finally:
             self.outbox.release(event_id)  # failures and final answers: the outbox's job
 
-    def _earlier_answer(self, event_id: str, request: Request) -> Response | None:
+    def _earlier_answer(self, event_id: str, request: Request, kept: Kept) -> Response | None:
         earlier = self.journal.get_event(event_id)
         if earlier is None:
             return None
+        self.journal.settle(kept.id, "duplicate", event_id)
         log.info("%sRequest resent for event %s: same answer", request.stem, event_id)
         session_id = (
             earlier.body.get("session_id") or "" if request.stem == "FinalizeRewards" else None

@@ -7,6 +7,7 @@ for Passport, the namespaced form for Verifone EPS. Names come from `wire.py`.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from decimal import Decimal
@@ -14,7 +15,7 @@ from decimal import Decimal
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-from app.money import fmt_decimal, fmt_money, parse_decimal
+from app.money import BadNumber, fmt_decimal, fmt_money, parse_decimal, read_decimal
 from app.pos import wire
 from app.pos.model import (
     MESSAGE_STEMS,
@@ -28,11 +29,20 @@ from app.pos.model import (
 )
 
 MAX_XML_BYTES = 1024 * 1024
+MAX_TEXT_CHARS = 1024  # any one value the box reads (names, codes, descriptions)
+MAX_LOYALTY_ID_CHARS = 4096  # a scanned driver's licence (PDF417) is several hundred
+MAX_LINES = 500  # transaction lines in one request
+MAX_EXTRA_ELEMENTS = 64  # unknown top-level elements kept as text
+_LINE_NUMBER = re.compile(r"[0-9]{1,6}")
 _CANONICAL_STEMS = {stem.lower(): stem for stem in MESSAGE_STEMS}
 
 
 class XmlError(Exception):
     """The payload is not a message we can read (malformed, hostile, too large)."""
+
+
+class Refused(ValueError):
+    """A well-formed request with a value out of bounds: answered without acting on it."""
 
 
 # ---- reading -------------------------------------------------------------------------------
@@ -70,13 +80,26 @@ def _value(el: ET.Element | None, attrs: tuple[str, ...] = ()) -> str | None:
     """An element's value in text or attribute form: <X>v</X>, <X value="v"/>, <X format="v"/>."""
     if el is None:
         return None
-    text = (el.text or "").strip()
+    text = _bounded(el, (el.text or "").strip())
     if text:
         return text
     found = _attr(el, *attrs, "value") if attrs else _attr(el, "value")
     if found is None and el.attrib:
         found = next(iter(el.attrib.values())).strip()
-    return found if found is not None else ""
+    return _bounded(el, found) if found is not None else ""
+
+
+def _bounded(el: ET.Element, text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    if len(text) > limit:
+        raise Refused(f"{_local(el.tag)} of {len(text)} characters (at most {limit})")
+    return text
+
+
+def _number(el: ET.Element | None, name: str) -> Decimal | None:
+    try:
+        return read_decimal(_text(el, name))
+    except BadNumber as exc:
+        raise Refused(f"{name}: {exc}") from None
 
 
 def _text(el: ET.Element | None, name: str, attrs: tuple[str, ...] = ()) -> str | None:
@@ -112,17 +135,33 @@ def parse_xml(payload: bytes) -> ET.Element:
         raise XmlError(f"forbidden XML construct: {type(exc).__name__}") from None
     except ET.ParseError as exc:
         raise XmlError(f"malformed XML: {exc}") from None
+    except (LookupError, ValueError) as exc:  # e.g. encoding="x-unknown" in the declaration
+        raise XmlError(f"unreadable XML declaration: {exc}") from None
 
 
 def read_request(payload: bytes, dialect: str = "passport") -> Request:
+    """The request in `payload`. XmlError when it is not readable XML with a readable header;
+    a body with a value out of bounds gives a request with `refused` set and no body."""
     root = parse_xml(payload)
-    stem = _stem(root)
     head = _child(root, wire.HEADER)
-    header = RequestHeader(
-        **{key: _text(head, name) or "" for key, name in wire.HEADER_FIELDS.items()},
-        offline=bool(_flag(_child(head, wire.OFFLINE_FLAG))),
-    )
-    request = Request(stem=stem, header=header, dialect=dialect)
+    try:
+        header = RequestHeader(
+            **{key: _text(head, name) or "" for key, name in wire.HEADER_FIELDS.items()},
+            offline=bool(_flag(_child(head, wire.OFFLINE_FLAG))),
+        )
+    except Refused as exc:
+        raise XmlError(f"header: {exc}") from None
+    request = Request(stem=_stem(root), header=header, dialect=dialect)
+    try:
+        _read_body(root, request)
+    except Refused as exc:
+        body_less = Request(stem=request.stem, header=header, dialect=dialect)
+        body_less.refused = str(exc)
+        return body_less
+    return request
+
+
+def _read_body(root: ET.Element, request: Request) -> None:
     known = {wire.HEADER.lower(), wire.LOYALTY_ID.lower(), wire.TRANSACTION_DATA.lower()}
     periods = {name.lower() for name in wire.END_PERIODS}
     for child in root:
@@ -131,14 +170,16 @@ def read_request(payload: bytes, dialect: str = "passport") -> Request:
             date = _text(_child(child, wire.BUSINESS_PERIOD), wire.BUSINESS_DATE)
             request.extra[name] = date or ""
         elif name not in known:
-            request.extra[name] = (child.text or "").strip()
+            request.extra[name] = _bounded(child, (child.text or "").strip())
+        if len(request.extra) > MAX_EXTRA_ELEMENTS:
+            raise Refused(f"more than {MAX_EXTRA_ELEMENTS} unknown elements")
 
     loyalty = _child(root, wire.LOYALTY_ID)
     if loyalty is not None:
-        value = (loyalty.text or "").strip()
+        value = _bounded(loyalty, (loyalty.text or "").strip(), MAX_LOYALTY_ID_CHARS)
         method = _attr(loyalty, *wire.ENTRY_METHOD_ATTRS) or _text(loyalty, wire.ENTRY_METHOD) or ""
         if value:
-            request.loyalty_id = LoyaltyIdEntry(value=value, entry_method=method)
+            request.loyalty_id = LoyaltyIdEntry(value=value, entry_method=_bounded(loyalty, method))
 
     data = _child(root, wire.TRANSACTION_DATA)
     if data is not None:
@@ -146,18 +187,53 @@ def read_request(payload: bytes, dialect: str = "passport") -> Request:
     request.register_id = _text(root, wire.REGISTER_ID)
     request.outside_sale = _flag(_child(root, wire.OUTSIDE_SALES_FLAG))
     for holder in (root, data):
-        request.points_redeemed = request.points_redeemed or parse_decimal(
-            _text(holder, wire.POINTS_REDEEMED)
-        )
-        request.final_total = request.final_total or parse_decimal(_text(holder, wire.FINAL_TOTAL))
-    return request
+        request.points_redeemed = request.points_redeemed or _number(holder, wire.POINTS_REDEEMED)
+        request.final_total = request.final_total or _number(holder, wire.FINAL_TOTAL)
 
 
 def _stem(root: ET.Element) -> str:
-    name = root.tag.rsplit("}", 1)[-1] if isinstance(root.tag, str) else "Unknown"
+    return stem_of(root.tag if isinstance(root.tag, str) else "Unknown")
+
+
+def stem_of(name: str) -> str:
+    """The message stem of a root element name: "ns:FinalizeRewardsRequest" -> "FinalizeRewards"."""
+    name = name.rsplit("}", 1)[-1].rsplit(":", 1)[-1]
     if name.lower().endswith(wire.REQUEST_SUFFIX.lower()):
         name = name[: -len(wire.REQUEST_SUFFIX)]
     return _CANONICAL_STEMS.get(name.lower(), name or "Unknown")
+
+
+_NAME = re.compile(rb"[A-Za-z_][\w.:-]{0,127}")
+SNIFF_BYTES = 4096
+
+
+def sniff_stem(payload: bytes) -> str | None:
+    """The message stem from the raw bytes, before any parsing: the name of the first element
+    after the declaration, comments and a DOCTYPE. None when there is none in the first
+    SNIFF_BYTES. Only a name: it decides whether the bytes are journaled before parsing."""
+    head = payload[:SNIFF_BYTES]
+    pos = 3 if head.startswith(b"\xef\xbb\xbf") else 0
+    while True:
+        start = head.find(b"<", pos)
+        if start < 0:
+            return None
+        if head.startswith(b"<?", start):
+            end, skip = head.find(b"?>", start), 2
+        elif head.startswith(b"<!--", start):
+            end, skip = head.find(b"-->", start), 3
+        elif head.startswith(b"<!", start):
+            # A DOCTYPE, maybe with an internal subset "[...]": it ends at the ">" after that.
+            bracket, close = head.find(b"[", start), head.find(b">", start)
+            if 0 <= bracket < close:
+                subset_end = head.find(b"]", bracket)
+                close = head.find(b">", subset_end) if subset_end >= 0 else -1
+            end, skip = close, 1
+        else:
+            name = _NAME.match(head, start + 1)
+            return stem_of(name.group().decode("ascii", "replace")) if name else None
+        if end < 0:
+            return None
+        pos = end + skip
 
 
 def _read_transaction(data: ET.Element) -> TransactionData:
@@ -169,6 +245,8 @@ def _read_transaction(data: ET.Element) -> TransactionData:
         training=bool(_flag(_child(head, wire.TRAINING_FLAG))),
     )
     for line_el in _children(_child(data, wire.DETAIL_GROUP), wire.LINE):
+        if len(txn.lines) >= MAX_LINES:
+            raise Refused(f"more than {MAX_LINES} transaction lines")
         line = _read_line(line_el)
         if line is not None:
             txn.lines.append(line)
@@ -176,11 +254,13 @@ def _read_transaction(data: ET.Element) -> TransactionData:
 
 
 def _read_line(line_el: ET.Element) -> Line | None:
-    number_text = _text(line_el, wire.LINE_NUMBER)
-    try:
-        number = int(number_text or "")
-    except ValueError:
-        number = 0
+    number_text = _text(line_el, wire.LINE_NUMBER) or ""
+    if _LINE_NUMBER.fullmatch(number_text):
+        number = int(number_text)
+    elif number_text.lstrip("-").isdigit():
+        raise Refused(f"line number {number_text[:24]!r} out of range")
+    else:
+        number = 0  # tolerated as before: a line without a usable number
     status = (_attr(line_el, wire.LINE_STATUS_ATTR) or "normal").lower()
     body, kind = None, "other"
     for child in line_el:
@@ -200,7 +280,7 @@ def _read_line(line_el: ET.Element) -> Line | None:
     line.fuel_position = fields["fuel_position"]
     line.tender_code = fields["tender_code"]
     for key in ("quantity", "unit_price", "regular_price", "amount", "tender_amount"):
-        setattr(line, key, parse_decimal(fields[key]))
+        setattr(line, key, _number(body, wire.LINE_FIELDS[key]))
     item_code = _child(body, wire.ITEM_CODE)
     line.code_format = _text(item_code, wire.CODE_FORMAT, wire.CODE_FORMAT_ATTRS)
     line.code = _text(item_code, wire.CODE)
@@ -216,7 +296,7 @@ def _read_line(line_el: ET.Element) -> Line | None:
     for holder in holders:
         reward_id = _text(holder, wire.REWARD_ID)
         if reward_id:
-            line.applied_rewards[reward_id] = parse_decimal(_text(holder, wire.PROMOTION_AMOUNT))
+            line.applied_rewards[reward_id] = _number(holder, wire.PROMOTION_AMOUNT)
     return line
 
 

@@ -262,7 +262,9 @@ def test_full_disk_finalize_is_not_acknowledged_and_the_box_keeps_serving(refere
     conn = box.journal._conn
     (pages,) = conn.execute("PRAGMA page_count").fetchone()
     conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full now
-    txn = _sale(counter, [sim.item_line(1, TOBACCO, 2, "9.49", description="X" * 20000)])
+    # 20 kB of descriptions: the kept bytes need pages the full disk does not have.
+    lines = [sim.item_line(n, TOBACCO, 2, "9.49", description="X" * 1000) for n in range(1, 21)]
+    txn = _sale(counter, lines)
     pos = sim.PosClient("127.0.0.1", box.pos_server.port)
     with pos, pytest.raises(sim.SimulatorError, match="closed the connection"):
         pos.send(sim.finalize(counter.next(), txn, PHONE))

@@ -13,6 +13,7 @@ Run it: `python -m app.host.reference.server --port 8700 [--store host.db] [--po
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
 import hashlib
 import json
@@ -42,7 +43,7 @@ from app.programs.policy import canonical_json, sign_policy
 log = logging.getLogger("connectbox.reference_host")
 
 DEFAULT_POLICY_PATH = Path(__file__).with_name("default_policy.json")
-EVENT_TYPES = ("finalize", "cancel", "reverse")
+EVENT_TYPES = ("finalize", "cancel", "reverse", "unreadable")
 HEARTBEAT_STATUSES = ("online", "degraded", "offline")
 MAX_BATCH_EVENTS = 500
 MAX_LOG_BYTES = 5 * 1024 * 1024
@@ -276,6 +277,8 @@ def _event_problem(event: Any) -> str | None:
         return "event is required"
     if kind not in EVENT_TYPES:
         return f"unknown event type {kind!r}; one of {', '.join(EVENT_TYPES)}"
+    if kind == "unreadable":
+        return _unreadable_problem(event)
     applied = event.get("rewards_applied", [])
     if not isinstance(applied, list) or any(
         not isinstance(r, dict) or not _is_decimal_text(r.get("amount")) for r in applied
@@ -285,6 +288,18 @@ def _event_problem(event: Any) -> str | None:
         return "final_total must be a decimal string"
     if "occurred_at" in event and _parse_time(event["occurred_at"]) is None:
         return "occurred_at must be an RFC 3339 time with offset"
+    return None
+
+
+def _unreadable_problem(event: dict[str, Any]) -> str | None:
+    """A request the box kept but could not read: its type, the exact bytes and why."""
+    for key in ("request_type", "raw", "error"):
+        if not isinstance(event.get(key), str):
+            return f"an unreadable event needs {key} as a string"
+    try:
+        base64.b64decode(event["raw"], validate=True)
+    except ValueError:
+        return "raw must be base64"
     return None
 
 
