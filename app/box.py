@@ -132,6 +132,7 @@ class Box:
         )
         self._housekeeping.start()
         self.readers.start()
+        self.service.settle_unsettled()  # requests kept before a crash, before any POS talks
         self.pos_server.start()
         self.network.start()
         if self.config.network.mdns:

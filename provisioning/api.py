@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+import time
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,8 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from provisioning.version import software_version
+
+MAX_ANSWER_BYTES = 4 * 1024 * 1024  # no host answer is near this; a hostile one is cut here
 
 
 class HostError(Exception):
@@ -81,16 +84,36 @@ class HostClient:
             **self._headers(kwargs.pop("idempotency_key", None)),
             **kwargs.pop("headers", {}),
         }
+        started = time.monotonic()
         try:
             reply = self._session().request(
-                method, self.base + path, headers=headers, timeout=self.timeout_s, **kwargs
+                method,
+                self.base + path,
+                headers=headers,
+                timeout=self.timeout_s,
+                stream=True,
+                **kwargs,
             )
+            with reply:
+                self._read_bounded(reply, started)
         except requests.Timeout:
             raise HostError(f"no answer from the host within {self.timeout_s:g} s") from None
         except requests.RequestException as exc:
             raise HostError(f"cannot reach the host: {reason(exc)}") from None
         self.last_date_header = reply.headers.get("Date")
         return reply
+
+    def _read_bounded(self, reply: requests.Response, started: float) -> None:
+        """Read the body within MAX_ANSWER_BYTES and the timeout counted from the request's
+        start (requests' own timeout is per socket read: a host trickling bytes never ends)."""
+        body = bytearray()
+        for chunk in reply.iter_content(64 * 1024):
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                raise HostError(f"host answer over {MAX_ANSWER_BYTES} bytes", reply.status_code)
+            if time.monotonic() - started > self.timeout_s:
+                raise HostError(f"no whole answer from the host within {self.timeout_s:g} s")
+        reply._content = bytes(body)  # what reply.content/json() read from now on
 
     def post(self, path: str, body: dict[str, Any], idempotency_key: str | None = None) -> Any:
         return _json_or_raise(

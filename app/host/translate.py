@@ -18,6 +18,11 @@ from app.pos import wire
 from app.pos.model import Line, Reward, TransactionData
 
 log = logging.getLogger("connectbox.rewards")
+# The host is a peer too: its answers are bounded before the box works on them.
+MAX_HOST_REWARDS = 50
+MAX_RECEIPT_LINES = 20
+MAX_LIMIT_QUANTITY = 10_000
+MAX_REWARD_ID_CHARS = 64
 
 
 class Dropped(Exception):
@@ -33,13 +38,16 @@ class Translated:
 
 
 def trim(text: Any, limit: int) -> str:
-    return str(text or "").strip()[:limit].rstrip()
+    if not isinstance(text, str):  # str() of a huge int or a deep list is unbounded work
+        text = str(text) if isinstance(text, int | float) and abs(text) < 1e18 else ""
+    return text[: limit * 4].strip()[:limit].rstrip()
 
 
 def receipt_lines(lines: Any) -> list[str]:
     if not isinstance(lines, list):
         return []
-    return [trim(line, wire.RECEIPT_LINE_MAX) for line in lines if str(line or "").strip()]
+    kept = (trim(line, wire.RECEIPT_LINE_MAX) for line in lines[:MAX_RECEIPT_LINES])
+    return [line for line in kept if line]
 
 
 def translate_rewards(host_rewards: Any, txn: TransactionData | None, dialect: str) -> Translated:
@@ -49,7 +57,11 @@ def translate_rewards(host_rewards: Any, txn: TransactionData | None, dialect: s
     lines = {line.line_number: line for line in (txn.lines if txn else []) if _saleable(line)}
     remaining = {number: line.amount or ZERO for number, line in lines.items()}
     ticket_left = basket_total(txn)
-    for raw in host_rewards:
+    if len(host_rewards) > MAX_HOST_REWARDS:
+        log.warning(
+            "host sent %d rewards; the first %d are used", len(host_rewards), MAX_HOST_REWARDS
+        )
+    for raw in host_rewards[:MAX_HOST_REWARDS]:
         try:
             reward, amount = _translate_one(raw, lines, ticket_left, dialect)
             target = reward.target_line
@@ -57,7 +69,10 @@ def translate_rewards(host_rewards: Any, txn: TransactionData | None, dialect: s
                 where = f"line {target}" if target else "the ticket"
                 raise Dropped(f"would make {where} negative")
         except Dropped as why:
-            reward_id = raw.get("reward_id", "?") if isinstance(raw, dict) else "?"
+            reward_id = (
+                trim(raw.get("reward_id"), MAX_REWARD_ID_CHARS) if isinstance(raw, dict) else ""
+            )
+            reward_id = reward_id or "?"
             log.warning("dropped host reward %s: %s", reward_id, why)
             result.dropped.append(f"{reward_id}: {why}")
             continue
@@ -77,17 +92,15 @@ def _translate_one(
     raw: Any, lines: dict[int, Line], ticket_total: Decimal, dialect: str
 ) -> tuple[Reward, Decimal]:
     """The POS reward and the currency it takes off."""
-    if not isinstance(raw, dict) or not raw.get("reward_id"):
+    if not isinstance(raw, dict) or not trim(raw.get("reward_id"), MAX_REWARD_ID_CHARS):
         raise Dropped("malformed reward")
     method = raw.get("method")
-    value = parse_decimal(str(raw.get("value", "")))
+    value = parse_decimal(trim(raw.get("value"), 32))
     if value is None or value < 0:
-        raise Dropped(f"bad value {raw.get('value')!r}")
-    try:
-        target = int(raw.get("target_line", 0))
-        limit = int(raw["limit_quantity"]) if raw.get("limit_quantity") is not None else None
-    except (TypeError, ValueError):
-        raise Dropped("bad target line or limit") from None
+        raise Dropped(f"bad value {trim(raw.get('value'), 32)!r}")
+    target = _small_int(raw.get("target_line", 0), 999_999)
+    limit = raw.get("limit_quantity")
+    limit = _small_int(limit, MAX_LIMIT_QUANTITY) if limit is not None else None
     line = lines.get(target)
     if target and line is None:
         raise Dropped(f"target line {target} is not a sale line of this basket")
@@ -116,7 +129,7 @@ def _translate_one(
     if dialect == "eps":  # EPS honours only amountOff
         pos_method, pos_value = "amountOff", amount
     reward = Reward(
-        reward_id=str(raw["reward_id"]),
+        reward_id=trim(raw["reward_id"], MAX_REWARD_ID_CHARS),
         target_line=target,
         method=pos_method,
         value=pos_value,
@@ -125,6 +138,17 @@ def _translate_one(
         receipt_long=trim(raw.get("receipt_long"), wire.RECEIPT_LONG_MAX),
     )
     return reward, to_cents(amount)
+
+
+def _small_int(value: Any, highest: int) -> int:
+    """A whole number from the host in 0..highest (JSON ints, or their decimal text)."""
+    if isinstance(value, bool):
+        raise Dropped("bad target line or limit")
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 9:
+        value = int(value)
+    if not isinstance(value, int) or not 0 <= value <= highest:
+        raise Dropped(f"bad target line or limit {trim(value, 24)!r} (0..{highest})")
+    return value
 
 
 def _units(line: Line | None, limit: int | None) -> Decimal | None:

@@ -457,7 +457,12 @@ class LoyaltyService:
             self.outbox.release(event_id)
             return _Waited(None, 0.0)
         label = f"{body['event']} event {event_id}"
-        future = self.relay.submit(lambda: self.client.transaction(body, event_id), label)
+        try:
+            future = self.relay.submit(lambda: self.client.transaction(body, event_id), label)
+        except Exception as exc:  # noqa: BLE001 - the event is journaled: the outbox sends it
+            log.warning("cannot send %s now (%s): the outbox will", label, exc)
+            self.outbox.release(event_id)
+            return _Waited(None, 0.0)
         future.add_done_callback(lambda f: self._delivered_now(f, event_id))
         try:
             answer = future.result(timeout=max(0.0, deadline - started))

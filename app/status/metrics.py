@@ -24,6 +24,7 @@ COUNTER_RULES: tuple[tuple[str, str, dict[str, str], str | None], ...] = (
     ("finalize.resent", "pos_request_outcomes_total", {"type": "FinalizeRewards"}, None),
     ("journal_errors", "pos_request_outcomes_total", {"type": "any"}, None),
     ("handler_errors", "pos_request_outcomes_total", {"type": "any"}, None),
+    ("requests.refused", "pos_request_outcomes_total", {"type": "any"}, None),
     ("request.", "pos_requests_total", {}, "type"),
     ("offline.", "offline_decisions_total", {}, "rule"),
     ("events.journaled.", "events_journaled_total", {}, "event"),
@@ -34,6 +35,7 @@ FIXED_OUTCOMES = {
     "finalize.resent": "resent",
     "journal_errors": "journal_error",
     "handler_errors": "handler_error",
+    "requests.refused": "refused",
 }
 
 HELP = {
@@ -69,6 +71,7 @@ HELP = {
     "journal_events": ("gauge", "Transaction events in the journal"),
     "journal_pending": ("gauge", "Journal events pending delivery"),
     "journal_decisions": ("gauge", "GetRewards decisions in the journal"),
+    "journal_unreadable": ("gauge", "Durable POS requests kept as received but not understood"),
     "journal_size_bytes": ("gauge", "Journal size on disk, WAL included"),
     "journal_recovered": ("gauge", "1 when a damaged journal was moved aside at start"),
     "policy_in_force": ("gauge", "1 while a valid signed offline policy is in force"),
@@ -193,7 +196,7 @@ def render(status: dict[str, Any]) -> str:
 
     journal = section(status, "journal")
     if journal:
-        for key in ("events", "pending", "decisions", "size_bytes"):
+        for key in ("events", "pending", "decisions", "unreadable", "size_bytes"):
             m.add(f"journal_{key}", journal.get(key))
         m.add("journal_recovered", bool(journal.get("recovered_from")))
 

@@ -516,10 +516,16 @@ def software_section(status: dict[str, Any], now: float) -> Section:
         ("Journal decisions", text(journal.get("decisions"))),
         ("Journal size", size(journal.get("size_bytes"))),
     ]
+    unreadable = journal.get("unreadable")
+    if unreadable:
+        # Kept and sent to the host as received; a count that grows means a POS problem.
+        rows.append(
+            ("POS requests kept unreadable", f"{unreadable} (sent to the host as received)")
+        )
     recovered = journal.get("recovered_from")
     if recovered:
         rows.append(("Damaged journal kept as", text(recovered)))
-    tone = "bad" if recovered else ""
+    tone = "bad" if recovered else "warn" if unreadable else ""
     return Section("software", "Software", tone, text(status.get("version")), rows)
 
 
