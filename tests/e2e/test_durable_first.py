@@ -184,3 +184,38 @@ def test_a_failure_at_any_step_never_ends_acknowledged_and_lost(
     assert _wait_for(lambda: len(_host_events(reference_host, kind)) == 1)
     assert [e["idempotency_key"] for e in reference_host.store.events()] == [event_id]
     assert all(state != "kept" for _, state, _ in _kept_rows(box))
+
+
+# ---- the box as a process: one message must not stall it or grow it --------------------------
+
+
+def test_huge_numbers_neither_stall_nor_grow_a_running_box(tmp_path, reference_host):
+    from tests.boxproc import rss_mib, start_box, write_config
+    from tests.ports import free_port
+
+    pos_port, status_port = free_port(), free_port()
+    box = start_box(write_config(tmp_path, reference_host.url, pos_port, status_port), status_port)
+    counter = sim.SequenceCounter()
+    try:
+        with (
+            sim.PosClient("127.0.0.1", pos_port) as pos,
+            sim.PosClient("127.0.0.1", pos_port) as other,
+        ):
+            for _ in range(3):  # warm up: the first sales load code and fill pools
+                pos.send(sim.get_rewards(counter.next(), _sale(counter), PHONE))
+            before = rss_mib(box.pid)
+            for value in (b"1e999999999", b"1e99999999", b"9" * 5000, b"1E+99999"):
+                request = sim.get_rewards(counter.next(), _sale(counter), PHONE)
+                raw = _bytes(request, b"<SalesQuantity>2<", b"<SalesQuantity>" + value + b"<")
+                started = time.monotonic()
+                answer = read_response(pos.send_raw(raw))
+                assert time.monotonic() - started < 1.5, value[:12]
+                assert answer.stem == "GetRewards" and answer.add_rewards == []
+                # Another register is served meanwhile, with its rewards.
+                sale = other.send(sim.get_rewards(counter.next(), _sale(counter), PHONE))
+                assert sale.add_rewards
+            grown = rss_mib(box.pid) - before
+        assert grown < 20, f"RSS grew by {grown:.1f} MiB"
+    finally:
+        box.kill()
+        box.wait(timeout=10)

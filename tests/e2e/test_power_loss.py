@@ -9,50 +9,18 @@ from __future__ import annotations
 import json
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import requests
 
 from app.journal import Journal
 from app.pos import simulator as sim
+from tests.boxproc import start_box, write_config
 from tests.ports import free_port
 
 KILLS = 20
 PHONE = "2142840123"
-
-
-def _write_config(tmp_path: Path, host_url: str, pos_port: int, status_port: int) -> Path:
-    path = tmp_path / "connectbox.toml"
-    path.write_text(
-        f'[pos]\nlisten = "127.0.0.1:{pos_port}"\n'
-        f'[host]\nurl = "{host_url}"\ndevice_id = "D-DEMO"\nsite_id = "S-1001"\n'
-        f'token = "demo-token"\ndeadline_ms = 1500\n'
-        f'[status]\nlisten = "127.0.0.1:{status_port}"\n'
-        f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[log]\nlevel = "WARNING"\n'
-        "[network]\nmdns = false\n"
-    )
-    return path
-
-
-def _start_box(config: Path, status_port: int) -> subprocess.Popen:
-    box = subprocess.Popen(
-        [sys.executable, "-m", "app", "run", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{status_port}/healthz", timeout=1).ok:
-                return box
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    box.kill()
-    raise AssertionError("box did not come up")
 
 
 def pos_load(
@@ -78,13 +46,13 @@ def pos_load(
 
 def test_sigkill_under_load_loses_no_answered_finalize(tmp_path, reference_host):
     pos_port, status_port = free_port(), free_port()
-    config = _write_config(tmp_path, reference_host.url, pos_port, status_port)
+    config = write_config(tmp_path, reference_host.url, pos_port, status_port)
     answered: list[str] = []
     # One counter per register for the whole test: transaction numbers never repeat.
     counters = {r: sim.SequenceCounter() for r in ("1", "2")}
     rng = random.Random(2026)
     for _ in range(KILLS):
-        box = _start_box(config, status_port)
+        box = start_box(config, status_port)
         stop = threading.Event()
         load = [
             threading.Thread(target=pos_load, args=(pos_port, r, c, answered, stop))
@@ -100,7 +68,7 @@ def test_sigkill_under_load_loses_no_answered_finalize(tmp_path, reference_host)
             thread.join(timeout=10)
 
     # Power back: the outbox delivers whatever was still pending.
-    box = _start_box(config, status_port)
+    box = start_box(config, status_port)
     try:
         deadline = time.monotonic() + 60
         depth = None
