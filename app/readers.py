@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from drivers.decoding import DecodeOptions, Verdict, decode
 from drivers.discovery import DeviceInfo, DeviceMonitor, matches
@@ -22,6 +22,8 @@ from drivers.keyboard_reader import KeyboardReader
 from drivers.serial_reader import SerialReader
 
 log = logging.getLogger("connectbox.readers")
+
+Phase = Literal["stopped", "starting", "running", "stopping"]
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,14 @@ class PendingReads:
 
 
 class ReaderService:
+    """The readers of the configuration's bindings, and their reads.
+
+    `start()`, `stop()` and `rebind()` may be called in any order, from any thread, at the same
+    time (the provider's config can arrive while the box starts or stops): one lock guards a
+    small state machine, stopped → starting → running → stopping → stopped, and a call that finds
+    another one half-way waits for it to finish. `stop()` is idempotent; `rebind()` swaps the
+    bindings and, only if the service runs, reopens the readers in one step."""
+
     def __init__(
         self,
         bindings: list[ReaderBinding],
@@ -115,53 +125,113 @@ class ReaderService:
         self._lister = lister  # tests: a stand-in for the USB bus; None = pyudev/sysfs
         self.states: dict[str, ReaderState] = {}
         self._readers: dict[str, SerialReader | KeyboardReader] = {}
-        self._lock = threading.Lock()
         self._monitor: DeviceMonitor | None = None
-        self._started = False
+        self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)  # notified when a transition ends
+        self._phase: Phase = "stopped"
+        self._generation = 0  # bumped per start: a late callback of an old monitor is ignored
 
     # ---- life cycle -----------------------------------------------------------------------
 
-    def start(self) -> None:
-        with self._lock:
-            if self._started:
-                return  # rebind() from the provider's config may have come first
-            self._started = True
-        for binding in self.bindings:
-            if binding.path:
-                self._open(binding.path, binding.kind, binding, name=binding.path)
-        if self.discover and any(b.match for b in self.bindings):
-            try:
-                # Reports what is plugged in now, then every add and remove.
-                self._monitor = DeviceMonitor(
-                    self._device_added,
-                    self._device_removed,
-                    lister=self._lister,
-                    poll_interval_s=0.2 if self._lister else 2.0,
-                )
-                self._monitor.start()
-            except Exception as exc:  # no sysfs or udev here: configured paths still work
-                log.warning("reader discovery unavailable: %s", exc)
+    @property
+    def phase(self) -> Phase:
+        return self._phase
 
-    def rebind(self, bindings: list[ReaderBinding]) -> None:
-        """New register bindings (from the provider's config): reopen the readers."""
-        log.info("reader bindings changed: %d binding(s)", len(bindings))
-        self.stop()
-        self.bindings = bindings
-        self.states.clear()
-        self._monitor = None
-        self._started = False
-        self.start()
+    def start(self) -> None:
+        """Open the bound readers; nothing if already running."""
+        with self._lock:
+            self._settle()
+            if self._phase == "running":
+                return
+            generation = self._begin("starting")
+        self._bring_up(generation)
 
     def stop(self) -> None:
-        if self._monitor is not None:
-            self._monitor.stop()
+        """Close every reader; nothing if not running. Idempotent, from any thread."""
         with self._lock:
-            readers = list(self._readers.values())
-            self._readers.clear()
+            self._settle()
+            if self._phase == "stopped":
+                return
+            monitor, readers = self._take_down()
+        try:
+            self._close(monitor, readers)
+        finally:
+            self._finish("stopped")
+
+    def rebind(self, bindings: list[ReaderBinding]) -> None:
+        """New register bindings (from the provider's config): reopen the readers if running."""
+        log.info("reader bindings changed: %d binding(s)", len(bindings))
+        with self._lock:
+            self._settle()
+            self.bindings = bindings
+            if self._phase == "stopped":
+                self.states.clear()
+                return  # start() opens them
+            monitor, readers = self._take_down()
+        try:
+            self._close(monitor, readers)
+        finally:
+            with self._lock:
+                self.states.clear()
+                generation = self._begin("starting")
+            self._bring_up(generation)
+
+    def _settle(self) -> None:
+        """Under the lock: wait until no start, stop or rebind is half-way."""
+        self._settled.wait_for(lambda: self._phase in ("stopped", "running"))
+
+    def _begin(self, phase: Phase) -> int:
+        self._phase = phase
+        self._generation += 1
+        return self._generation
+
+    def _finish(self, phase: Phase) -> None:
+        with self._lock:
+            self._phase = phase
+            self._settled.notify_all()
+
+    def _take_down(self) -> tuple[DeviceMonitor | None, list[SerialReader | KeyboardReader]]:
+        """Under the lock: enter "stopping" and hand over what is to be closed."""
+        self._begin("stopping")
+        monitor, self._monitor = self._monitor, None
+        readers = list(self._readers.values())
+        self._readers.clear()
+        return monitor, readers
+
+    @staticmethod
+    def _close(monitor: DeviceMonitor | None, readers: list[SerialReader | KeyboardReader]) -> None:
+        # Outside the lock: the monitor's thread may be waiting for it in _device_added.
+        if monitor is not None:
+            monitor.stop()
         for reader in readers:
             reader.stop()
 
-    def _device_added(self, device: DeviceInfo) -> None:
+    def _bring_up(self, generation: int) -> None:
+        try:
+            for binding in self.bindings:
+                if binding.path:
+                    self._open(binding.path, binding.kind, binding, generation, name=binding.path)
+            if self.discover and any(b.match for b in self.bindings):
+                self._start_monitor(generation)
+        finally:
+            self._finish("running")
+
+    def _start_monitor(self, generation: int) -> None:
+        try:
+            # Reports what is plugged in now, then every add and remove.
+            monitor = DeviceMonitor(
+                lambda device: self._device_added(device, generation),
+                self._device_removed,
+                lister=self._lister,
+                poll_interval_s=0.2 if self._lister else 2.0,
+            )
+            with self._lock:
+                self._monitor = monitor
+            monitor.start()
+        except Exception as exc:  # no sysfs or udev here: configured paths still work
+            log.warning("reader discovery unavailable: %s", exc)
+
+    def _device_added(self, device: DeviceInfo, generation: int) -> None:
         binding = next((b for b in self.bindings if b.applies_to(device)), None)
         if binding is None:
             log.info(
@@ -172,20 +242,35 @@ class ReaderService:
             )
             return
         name = device.name or device.devnode
-        self._open(device.devnode, device.kind, binding, name=name, vendor=device.vendor_id)
+        self._open(
+            device.devnode, device.kind, binding, generation, name=name, vendor=device.vendor_id
+        )
 
     def _device_removed(self, device: DeviceInfo) -> None:
-        state = self.states.get(device.devnode)
+        with self._lock:
+            state = self.states.get(device.devnode)
         if state is not None:
             state.state, state.detail = "gone", "unplugged"
             log.warning("reader %s unplugged", device.devnode)
 
     def _open(
-        self, path: str, kind: str, binding: ReaderBinding, name: str, vendor: str | None = None
+        self,
+        path: str,
+        kind: str,
+        binding: ReaderBinding,
+        generation: int,
+        name: str,
+        vendor: str | None = None,
     ) -> None:
         with self._lock:
+            if generation != self._generation or self._phase not in ("starting", "running"):
+                return  # a callback of a monitor that is being stopped
             if path in self._readers:
-                return  # already open; the reader reconnects by itself after a re-plug
+                # Already open; the reader reconnects by itself after a re-plug: show its own
+                # state again, not the "unplugged" an earlier removal left.
+                opened, state = self._readers[path], self.states[path]
+                state.state, state.detail = opened.state, opened.detail
+                return
             state = ReaderState(name, path, kind, binding.register_id, vendor)
             self.states[path] = state
 
@@ -200,8 +285,9 @@ class ReaderService:
                 reader: SerialReader | KeyboardReader = KeyboardReader(path, on_frame, on_state)
             else:
                 reader = SerialReader(path, on_frame, on_state, baudrate=binding.baudrate)
+            # Started under the lock: stop() only ever sees readers whose thread runs.
+            reader.start()
             self._readers[path] = reader
-        reader.start()
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -218,7 +304,9 @@ class ReaderService:
             self.pending.put(read)
 
     def snapshot(self) -> list[dict[str, Any]]:
-        return [vars(state).copy() for state in self.states.values()]
+        with self._lock:
+            states = list(self.states.values())
+        return [vars(state).copy() for state in states]
 
 
 def _pending_from(verdict: Verdict, register_id: str) -> PendingRead | None:

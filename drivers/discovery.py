@@ -457,6 +457,8 @@ class DeviceMonitor:
         self.mode = "stopped"
         self._known: dict[str, DeviceInfo] = {}
         self._lock = threading.RLock()
+        # start() and stop() only; never held while a callback runs (callbacks hold _lock).
+        self._life = threading.Lock()
         self._stop = threading.Event()
         self._observer: Any = None
         self._thread: threading.Thread | None = None
@@ -468,23 +470,26 @@ class DeviceMonitor:
             return sorted(self._known.values(), key=_sort_key)
 
     def start(self) -> None:
-        if self.mode != "stopped":
-            raise RuntimeError("monitor already started")
-        self._stop.clear()
-        if self.use_netlink:
-            try:
-                self._start_netlink()
-            except Exception as exc:  # no netlink (permissions, no pyudev, no libudev)
-                log.warning(
-                    "no netlink device monitor (%s); polling every %.1f s",
-                    exc,
-                    self.poll_interval_s,
+        with self._life:
+            if self.mode != "stopped":
+                raise RuntimeError("monitor already started")
+            self._stop = threading.Event()  # a fresh one: an old poll thread keeps its own, set
+            if self.use_netlink:
+                try:
+                    self._start_netlink()
+                except Exception as exc:  # no netlink (permissions, no pyudev, no libudev)
+                    log.warning(
+                        "no netlink device monitor (%s); polling every %.1f s",
+                        exc,
+                        self.poll_interval_s,
+                    )
+                    self._observer = None
+            if self._observer is None:
+                self.mode = "polling"
+                self._thread = threading.Thread(
+                    target=self._poll_loop, args=(self._stop,), name="device poll", daemon=True
                 )
-                self._observer = None
-        if self._observer is None:
-            self.mode = "polling"
-            self._thread = threading.Thread(target=self._poll_loop, name="device poll", daemon=True)
-            self._thread.start()
+                self._thread.start()
         if self.emit_existing:
             self.rescan()
         else:
@@ -492,14 +497,16 @@ class DeviceMonitor:
                 self._known = {info.devnode: info for info in self._list()}
 
     def stop(self) -> None:
-        self._stop.set()
-        observer, self._observer = self._observer, None
+        """Idempotent; safe from any thread (a callback's too: it does not wait for itself)."""
+        with self._life:
+            self._stop.set()
+            observer, self._observer = self._observer, None
+            thread, self._thread = self._thread, None
+            self.mode = "stopped"
         if observer is not None:
             observer.stop()
-        thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(5.0)
-        self.mode = "stopped"
 
     def __enter__(self):
         self.start()
@@ -570,8 +577,8 @@ class DeviceMonitor:
         except Exception:
             log.exception("device event %r", device)
 
-    def _poll_loop(self) -> None:
-        while not self._stop.wait(self.poll_interval_s):
+    def _poll_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self.poll_interval_s):
             try:
                 self.rescan()
             except Exception:

@@ -322,6 +322,8 @@ class ReaderThread:
         self._opened_at = 0.0
         self._reported: tuple[str, str] | None = None
         self._stop = threading.Event()
+        # Guards _thread and the wake pipe: start, stop and the thread's exit may race.
+        self._life = threading.RLock()
         self._thread: threading.Thread | None = None
         self._wake_r = -1
         self._wake_w = -1
@@ -332,30 +334,43 @@ class ReaderThread:
         return self.assembler.dropped
 
     def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("reader already started")
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        self._set_state("connecting", self.path)
-        self._thread = threading.Thread(target=self._run, name=f"reader {self.path}", daemon=True)
-        self._thread.start()
+        """Start the thread; a stopped reader may be started again."""
+        with self._life:
+            if self._thread is not None and self._thread.is_alive():
+                raise RuntimeError("reader already started")
+            self._stop.clear()
+            wake_r, wake_w = os.pipe()
+            os.set_blocking(wake_r, False)
+            self._wake_r, self._wake_w = wake_r, wake_w
+            self._set_state("connecting", self.path)
+            thread = threading.Thread(
+                target=self._run, args=(wake_r, wake_w), name=f"reader {self.path}", daemon=True
+            )
+            thread.start()
+            # Published only once started: a concurrent stop() never joins an unstarted thread.
+            self._thread = thread
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread and close the device; returns once it has stopped (or ``timeout``)."""
-        thread = self._thread
-        if thread is None:
-            return
-        self._stop.set()
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
-        if thread is not threading.current_thread():
-            thread.join(timeout)
-            if thread.is_alive():
-                log.warning("reader %s did not stop within %.1f s", self.path, timeout)
+        """Stop the thread and close the device; returns once it has stopped (or ``timeout``).
+
+        Safe to call at any time, from any thread, any number of times."""
+        with self._life:
+            thread = self._thread
+            if thread is None:
                 return
-            for fd in (self._wake_r, self._wake_w):
+            self._stop.set()
+            if self._wake_w >= 0:  # the thread closes the pipe under this lock as it ends
                 with contextlib.suppress(OSError):
-                    os.close(fd)
+                    os.write(self._wake_w, b"x")
+        if thread is threading.current_thread():
+            return  # called from a callback: the thread ends when the callback returns
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning("reader %s did not stop within %.1f s", self.path, timeout)
+            return
+        with self._life:
+            if self._thread is thread:
+                self._thread = None
 
     def __enter__(self):
         self.start()
@@ -381,7 +396,7 @@ class ReaderThread:
 
     # -- the thread ---------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, wake_r: int, wake_w: int) -> None:
         try:
             while not self._stop.is_set():
                 try:
@@ -396,7 +411,7 @@ class ReaderThread:
                 self.assembler.forget_reader_style()  # another reader may be plugged in now
                 self._set_state("connected", self._connected_detail())
                 try:
-                    self._pump(fd)
+                    self._pump(fd, wake_r)
                 except OSError as exc:
                     self.assembler.drop()  # the partial frame of a vanished device is lost
                     self._set_state("gone", f"{self.path} vanished: {_reason(exc)}")
@@ -409,12 +424,23 @@ class ReaderThread:
             self._safe_close()
         finally:
             self.assembler.drop()
+            self._close_wake_pipe(wake_r, wake_w)
             self._set_state("stopped", "")
 
-    def _pump(self, fd: int) -> None:
+    def _close_wake_pipe(self, wake_r: int, wake_w: int) -> None:
+        # Closed by the thread that used it, under the lock stop() writes under: a stop() can
+        # never write into a descriptor number that has since been reused for another file.
+        with self._life:
+            if self._wake_r == wake_r:
+                self._wake_r = self._wake_w = -1
+            for fd in (wake_r, wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _pump(self, fd: int, wake_r: int) -> None:
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
-        poller.register(self._wake_r, select.POLLIN)
+        poller.register(wake_r, select.POLLIN)
         assembler = self.assembler
         while not self._stop.is_set():
             deadline = assembler.deadline()
@@ -425,8 +451,8 @@ class ReaderThread:
             events = poller.poll(timeout_ms)
             now = time.monotonic()
             for ready_fd, mask in events:
-                if ready_fd == self._wake_r:
-                    _drain(self._wake_r)
+                if ready_fd == wake_r:
+                    _drain(wake_r)
                 elif ready_fd == fd:
                     got = self._read(now)
                     if not got and mask & (select.POLLHUP | select.POLLERR | select.POLLNVAL):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 from app.readers import ReaderBinding
 from app.readers_cli import list_readers_main
 from drivers.virtual import VirtualSerialReader
+from tests.box_readers import wait_until_reading
 
 CLI = [sys.executable, "-m", "app"]
 
@@ -35,11 +35,7 @@ def test_card_decode_through_connectbox():
 def test_readers_lists_what_the_running_service_sees(reference_host, make_box, tmp_path, capsys):
     with VirtualSerialReader(directory=tmp_path) as reader:
         box = make_box(reference_host.url, readers=[ReaderBinding("1", path=reader.path)])
-        deadline = time.monotonic() + 5
-        while box.readers.states[reader.path].state != "connected":
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        time.sleep(0.6)
+        wait_until_reading(box, reader.path)
         reader.swipe(b";6000001234567894=2912101?\r")
         assert box.readers.pending.wait("1", timeout=5)
         config = tmp_path / "connectbox.toml"

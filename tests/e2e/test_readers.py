@@ -9,6 +9,7 @@ import pytest
 from app.pos import simulator as sim
 from app.readers import ReaderBinding
 from drivers.virtual import VirtualSerialReader
+from tests.box_readers import BANNER_WINDOW_S, wait_until_reading
 
 CARD = "6000001234567894"
 SWIPE = f"%B{CARD}^LOYAL/JANE^2912101000000000?;{CARD}=29121010000000000000?\r".encode()
@@ -25,11 +26,7 @@ def reader(tmp_path):
 
 def _box_with_reader(make_box, host, reader, register="1", ttl=120):
     box = make_box(host.url, readers=[ReaderBinding(register, path=reader.path)], pending_ttl_s=ttl)
-    deadline = time.monotonic() + 5
-    while box.readers.states[reader.path].state != "connected":
-        assert time.monotonic() < deadline, box.readers.states[reader.path]
-        time.sleep(0.02)
-    time.sleep(0.6)  # past the sign-on banner window that follows opening the port
+    wait_until_reading(box, reader.path)
     return box
 
 
@@ -117,13 +114,18 @@ def test_reader_found_by_vendor_on_hot_plug(reference_host, make_box, reader):
         ):
             assert time.monotonic() < deadline
             time.sleep(0.02)
+        connected_at = time.monotonic()
         assert service.states[reader.path].vendor == "0801"
         bus.clear()  # unplugged
         while service.states[reader.path].state != "gone":
             assert time.monotonic() < deadline + 5
             time.sleep(0.02)
         bus.append(magtek)
-        time.sleep(1.0)
+        while service.states[reader.path].state != "connected":  # the re-plug is seen
+            assert time.monotonic() < deadline + 10
+            time.sleep(0.02)
+        # The port stayed open all along: its sign-on banner window counts from the first open.
+        time.sleep(max(0.0, connected_at + BANNER_WINDOW_S + 0.1 - time.monotonic()))
         reader.swipe(SWIPE)
         assert service.pending.wait("1", timeout=5)
         assert service.pending.take_id("1").loyalty_id == CARD
