@@ -7,7 +7,6 @@ by `create_app` on its own loopback port, with a status provider that merges `si
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from app.box import Box
 from app.host.reference.server import start_in_thread
 from app.pos import simulator as sim
 from app.status.web import create_app
+from app.web_server import serve_in_thread, stop_server
 
 PIN = "pin-4821"
 PHONE = "2142840123"
@@ -72,43 +72,24 @@ def serve() -> Iterator[Callable[[Flask], str]]:
 
     def start(app: Flask) -> str:
         server = create_server(app, host="127.0.0.1", port=0, threads=4)
-        thread = threading.Thread(target=server.run, name="status-test-web", daemon=True)
-        thread.start()
-        servers.append((server, thread))
+        servers.append((server, serve_in_thread(server, "status-test-web")))
         return f"http://127.0.0.1:{server.effective_port}"
 
     yield start
     for server, thread in servers:
-        _stop(server, thread)
-
-
-def _stop(server: Any, thread: threading.Thread) -> None:
-    """Close the server on its own loop thread (closing it from here races its select())."""
-
-    def close_all() -> None:
-        for dispatcher in list(server._map.values()):
-            if dispatcher is not server and dispatcher is not server.trigger:
-                dispatcher.handle_close()
-        server.close()
-
-    server.trigger.pull_trigger(close_all)
-    thread.join(5)
-    server.task_dispatcher.shutdown(timeout=5)
+        stop_server(server, thread)
 
 
 class Host:
-    """The reference central host, which a test may stop (once) to take the host away."""
+    """The reference central host, which a test may stop to take the host away."""
 
     def __init__(self) -> None:
         self._running = start_in_thread("127.0.0.1", 0)
         self.url = self._running.url
         self.store = self._running.store
-        self._stopped = False
 
     def stop(self) -> None:
-        if not self._stopped:
-            self._stopped = True
-            self._running.stop()
+        self._running.stop()  # idempotent: the fixture stops it again
 
 
 @pytest.fixture

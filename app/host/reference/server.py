@@ -39,6 +39,7 @@ from app.money import ZERO, fmt_money, parse_decimal
 from app.programs import scan_data
 from app.programs.nanp import normalize_us_phone
 from app.programs.policy import canonical_json, sign_policy
+from app.web_server import serve_in_thread, stop_server
 
 log = logging.getLogger("connectbox.reference_host")
 
@@ -688,20 +689,9 @@ class RunningHost:
         self._sim.set(mode, seconds)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving; idempotent (a test may stop it, and then its fixture again)."""
         self._sim.stopping.set()  # release requests held by the "hang" fault
-        server = self._server
-
-        def close_all() -> None:
-            # Runs on the server's own loop thread (via its trigger): closing the listening
-            # socket and every open connection empties the loop, so run() returns.
-            for dispatcher in list(server._map.values()):
-                if dispatcher is not server and dispatcher is not server.trigger:
-                    dispatcher.handle_close()
-            server.close()
-
-        server.trigger.pull_trigger(close_all)
-        self._thread.join(timeout)
-        server.task_dispatcher.shutdown(timeout=timeout)
+        stop_server(self._server, self._thread, timeout)
 
     def __enter__(self) -> RunningHost:
         return self
@@ -713,7 +703,7 @@ class RunningHost:
 def _server(app: Flask, host: str, port: int) -> Any:
     server = create_server(app, host=host, port=port, threads=8, clear_untrusted_proxy_headers=True)
     if not hasattr(server, "effective_port"):  # a name that resolved to several addresses
-        server.close()
+        stop_server(server)
         raise ValueError(f"listen on one address (e.g. 127.0.0.1), not {host!r}")
     return server
 
@@ -733,8 +723,7 @@ def start_in_thread(
         policy = load_policy(policy_path)
     app = create_app(store, policy, sim=sim, **app_options)
     server = _server(app, host, port)
-    thread = threading.Thread(target=server.run, name="reference-host", daemon=True)
-    thread.start()
+    thread = serve_in_thread(server, "reference-host")
     url = f"http://{_url_host(server.effective_host)}:{server.effective_port}"
     return RunningHost(url, store, app, server, thread, sim)
 
@@ -755,6 +744,7 @@ def serve(
     try:
         server.run()
     finally:
+        stop_server(server)  # the loop has ended (Ctrl-C): close what it left open
         store.close()
 
 
