@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioning.api import HostClient, HostError
+from provisioning.clock import SYSTEM_CLOCK, Clock
 from provisioning.store import CREDENTIALS_FILE, Credentials, CredentialStore, JsonDocument
 from provisioning.version import software_version as installed_version
 
@@ -105,8 +106,10 @@ class Agent:
         max_log_bytes: int = MAX_LOG_BYTES,
         on_interrupted: Callable[[dict[str, Any]], Any] | None = None,
         checkpoint: Checkpoint | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.client = client
+        self._clock = clock  # tests: a clock they advance, for an exact count of heartbeats
         self.state_dir = Path(state_dir)
         self.status_provider = status_provider
         self.handlers = dict(handlers)
@@ -164,7 +167,7 @@ class Agent:
             changed = seconds != self.interval_s
             self.interval_s = seconds
             if changed:
-                base = self._last_beat_mono or time.monotonic()
+                base = self._last_beat_mono or self._clock.monotonic()
                 self._due = base + self._jittered(seconds)
         self._wake.set()
 
@@ -178,13 +181,13 @@ class Agent:
             except Exception:  # a bug must not end remote management
                 log.exception("heartbeat cycle failed")
             with self._lock:
-                self._due = time.monotonic() + self._jittered(self.interval_s)
+                self._due = self._clock.monotonic() + self._jittered(self.interval_s)
             while not self._stop.is_set():
                 with self._lock:
-                    left = self._due - time.monotonic()
+                    left = self._due - self._clock.monotonic()
                 if left <= 0:
                     break
-                self._wake.wait(left)
+                self._clock.wait(self._wake, left)
                 self._wake.clear()
 
     # One cycle.
@@ -208,7 +211,7 @@ class Agent:
             path = f"/v1/devices/{self.client.device_id}/heartbeat"
             with self._lock:
                 self.last_heartbeat_at = time.time()
-                self._last_beat_mono = time.monotonic()
+                self._last_beat_mono = self._clock.monotonic()
             try:
                 answer = self.client.post(path, body, idempotency_key=str(uuid.uuid4()))
             except HostError as exc:
@@ -618,7 +621,7 @@ class Agent:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            due_in = max(0.0, self._due - time.monotonic()) if self._thread else None
+            due_in = max(0.0, self._due - self._clock.monotonic()) if self._thread else None
             snap: dict[str, Any] = {
                 "interval_s": self.interval_s,
                 "last_heartbeat_at": _iso(self.last_heartbeat_at),

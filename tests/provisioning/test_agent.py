@@ -11,6 +11,7 @@ import pytest
 
 from provisioning.agent import DEFER, INTERRUPTED, Agent, pack_logs, redact_log_text
 from provisioning.api import HostClient, HostError
+from tests.clock import FakeClock
 from tests.provisioning.conftest import enroll
 
 STATUS = {
@@ -290,18 +291,30 @@ def test_401_pauses_heartbeats_until_resume(host, box, tmp_path):
 
 
 def test_thread_heartbeats_and_set_interval_without_restart(host, box):
-    agent = make_agent(box, heartbeat_s=30)
+    clock = FakeClock()  # heartbeats come when the test moves the clock, however slow the box
+    agent = make_agent(box, heartbeat_s=30, clock=clock)
+
+    def beats() -> int:
+        return len(host.store.heartbeats(box.creds.device_id))
+
+    def wait_for_beats(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while beats() < count:
+            assert time.monotonic() < deadline, f"{beats()} heartbeat(s), not {count}"
+            time.sleep(0.01)
+
     agent.start()
     try:
-        deadline = time.monotonic() + 5
-        while not host.store.heartbeats(box.creds.device_id) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)
-        assert len(host.store.heartbeats(box.creds.device_id)) == 1  # next one in ~30 s
+        wait_for_beats(1)
+        clock.wait_parked()  # waiting for its next heartbeat, 27-33 s (of the clock) away
+        assert beats() == 1
+        assert 27 <= agent.snapshot()["next_heartbeat_in_s"] <= 33
         agent.set_interval(0.1)
-        time.sleep(1.0)
-        count = len(host.store.heartbeats(box.creds.device_id))
-        assert 5 <= count <= 15
+        for count in range(2, 7):
+            clock.advance(0.2)  # past the jittered 0.09-0.11 s: exactly one heartbeat
+            wait_for_beats(count)
+            clock.wait_parked()
+            assert beats() == count
         assert agent.snapshot()["interval_s"] == 0.1
     finally:
         agent.stop()
