@@ -12,7 +12,7 @@ import ipaddress
 import threading
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -40,6 +40,17 @@ class HostError(Exception):
         return self.status is None or self.status >= 500 or self.status == 429
 
 
+class Gate(Protocol):
+    """What every request passes: `admit` may refuse it (raising HostError) before it is
+    made, `record` hears how it went (the HTTP status, or None and the error)."""
+
+    def admit(self, what: str, token: str) -> None: ...
+
+    def record(
+        self, what: str, status: int | None, error: str = "", timeout: bool = False, token: str = ""
+    ) -> None: ...
+
+
 class HostClient:
     def __init__(
         self,
@@ -48,8 +59,10 @@ class HostClient:
         device_id: str,
         timeout_s: float = 10.0,
         ca_file: str | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.base = url.rstrip("/")
+        self.gate = gate
         self.token = token
         self.device_id = device_id
         self.timeout_s = timeout_s
@@ -79,11 +92,16 @@ class HostClient:
         return headers
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """One HTTP call; connection problems and timeouts become HostError."""
+        """One HTTP call; connection problems and timeouts become HostError. The gate, when
+        there is one, admits it first and hears how it went."""
         headers = {
             **self._headers(kwargs.pop("idempotency_key", None)),
             **kwargs.pop("headers", {}),
         }
+        token = headers.get("Authorization", "").removeprefix("Bearer ")
+        what = f"{method} {path}"
+        if self.gate is not None:
+            self.gate.admit(what, token)
         started = time.monotonic()
         try:
             reply = self._session().request(
@@ -97,11 +115,25 @@ class HostClient:
             with reply:
                 self._read_bounded(reply, started)
         except requests.Timeout:
-            raise HostError(f"no answer from the host within {self.timeout_s:g} s") from None
+            error = HostError(f"no answer from the host within {self.timeout_s:g} s")
+            self._record(what, None, str(error), timeout=True)
+            raise error from None
         except requests.RequestException as exc:
-            raise HostError(f"cannot reach the host: {reason(exc)}") from None
+            error = HostError(f"cannot reach the host: {reason(exc)}")
+            self._record(what, None, str(error))
+            raise error from None
+        except HostError as exc:
+            self._record(what, None, str(exc), timeout="within" in str(exc))
+            raise
         self.last_date_header = reply.headers.get("Date")
+        self._record(what, reply.status_code, reply.reason or "", token=token)
         return reply
+
+    def _record(
+        self, what: str, status: int | None, error: str, timeout: bool = False, token: str = ""
+    ) -> None:
+        if self.gate is not None:
+            self.gate.record(what, status, error, timeout=timeout, token=token or self.token)
 
     def _read_bounded(self, reply: requests.Response, started: float) -> None:
         """Read the body within MAX_ANSWER_BYTES and the timeout counted from the request's
