@@ -302,8 +302,12 @@ class ReaderThread:
         reopen_interval_s: float = 1.0,
         on_banner: Callable[[bytes], None] | None = None,
         wait_after_track_cr: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = str(path)
+        # The time bytes arrive at (idle gaps, the banner window). Tests pass a clock they move
+        # by hand, so a slow machine cannot stretch a gap; reopening waits in real time.
+        self.clock = clock
         self.on_frame = on_frame
         self.on_state = on_state
         self.on_banner = on_banner
@@ -406,7 +410,7 @@ class ReaderThread:
                     if self._stop.wait(self.reopen_interval_s):
                         break
                     continue
-                self._opened_at = time.monotonic()
+                self._opened_at = self.clock()
                 self.connects += 1
                 self.assembler.forget_reader_style()  # another reader may be plugged in now
                 self._set_state("connected", self._connected_detail())
@@ -447,9 +451,9 @@ class ReaderThread:
             if deadline is None:
                 timeout_ms = None
             else:
-                timeout_ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+                timeout_ms = max(0, math.ceil((deadline - self.clock()) * 1000))
             events = poller.poll(timeout_ms)
-            now = time.monotonic()
+            now = self.clock()
             for ready_fd, mask in events:
                 if ready_fd == wake_r:
                     _drain(wake_r)
@@ -459,7 +463,7 @@ class ReaderThread:
                         raise OSError(errno.EIO, "device hung up")
             if self._stop.is_set():
                 return
-            frame = assembler.poll_frame(time.monotonic())
+            frame = assembler.poll_frame(self.clock())
             if frame is not None:
                 self._deliver(frame)
 

@@ -189,6 +189,7 @@ class KeyboardReader(ReaderThread):
         max_len: int = 4096,
         reopen_interval_s: float = 1.0,
         wait_after_track_cr: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
             path,
@@ -199,6 +200,7 @@ class KeyboardReader(ReaderThread):
             banner_window_s=0.0,  # keyboard wedges print no banner
             reopen_interval_s=reopen_interval_s,
             wait_after_track_cr=wait_after_track_cr,
+            clock=clock,
         )
         self.grab = grab
         self.translator = KeyTranslator()

@@ -18,6 +18,7 @@ reader brings it back without a restart. Point ``path`` at a stable udev name
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 import serial
@@ -48,6 +49,7 @@ class SerialReader(ReaderThread):
         on_banner: Callable[[bytes], None] | None = None,
         wait_after_track_cr: bool = True,
         exclusive: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
             path,
@@ -59,6 +61,7 @@ class SerialReader(ReaderThread):
             reopen_interval_s=reopen_interval_s,
             on_banner=on_banner,
             wait_after_track_cr=wait_after_track_cr,
+            clock=clock,
         )
         self.baudrate = int(baudrate)
         self.dtr = bool(dtr)

@@ -17,6 +17,15 @@ from tests.ports import free_port
 from tests.provisioning.conftest import SITE, record
 
 
+def wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_fresh_box_enrolls_and_stores_0600_credentials(host, tmp_path):
     host.store.add_claim_code("ABCD-1234", SITE)
     store = CredentialStore(tmp_path / "data" / CREDENTIALS_FILE)
@@ -63,10 +72,14 @@ def test_host_down_at_first_then_enrolls_without_any_token_call(tmp_path):
     worker = threading.Thread(target=lambda: result.update(creds=enroller.run(stop)))
     worker.start()
     try:
-        time.sleep(1.5)
-        snap = enroller.snapshot()
-        assert snap["state"] == "host_unreachable"
-        assert snap["attempts"] >= 3
+        seen: dict = {}
+
+        def failed_three_times() -> bool:  # one snapshot: a 4th try may be under way meanwhile
+            seen.update(enroller.snapshot())
+            return seen["state"] == "host_unreachable" and seen["attempts"] >= 3
+
+        assert wait_for(failed_three_times), seen
+        snap = seen
         assert "cannot reach the host" in snap["last_error"]
         assert snap["next_try_at"] is not None and snap["claim_code"] == "LATE-0001"
         assert store.load() is None
@@ -127,10 +140,11 @@ def test_waits_for_a_claim_code(host, tmp_path):
     result: dict = {}
     worker = threading.Thread(target=lambda: result.update(creds=enroller.run(stop)))
     worker.start()
-    time.sleep(0.3)
-    assert enroller.snapshot()["state"] == "waiting"
+    # The worker says it waits for a code (not just the initial state), and tried nothing.
+    assert wait_for(lambda: "no claim code yet" in (enroller.snapshot()["last_error"] or ""))
+    assert enroller.snapshot()["state"] == "waiting" and enroller.attempts == 0
     enroller.set_claim_code("TYPED-0001")  # typed on the status page
-    worker.join(5)
+    worker.join(15)
     stop.set()
     assert result["creds"] is not None and enroller.state == "enrolled"
 

@@ -441,17 +441,18 @@ def test_update_gives_up_when_never_idle(site: Site) -> None:
 
 def test_a_second_update_while_one_runs_is_refused(site: Site) -> None:
     site.bootstrap("1.0.0")
-    release = threading.Event()
+    downloading, release = threading.Event(), threading.Event()
 
     def slow_download(url: str, dest: Path) -> None:
-        release.wait(5)
+        downloading.set()
+        release.wait(10)
         dest.write_bytes(requests.get(url, timeout=5).content)
 
     first = site.updater(download=slow_download)
     results: list[tuple[bool, str]] = []
     worker = threading.Thread(target=lambda: results.append(first.apply(site.publish("1.1.0"))))
     worker.start()
-    time.sleep(0.2)
+    assert downloading.wait(10)  # the first update runs (it is downloading)
     try:
         assert site.updater().apply(site.publish("1.2.0")) == (
             False,
