@@ -455,9 +455,7 @@ def test_refresher_installs_at_start_and_stops_promptly(host: RunningHost, tmp_p
         time.sleep(0.01)
     assert box.current() is not None
 
-    began = time.monotonic()
-    box.stop()
-    assert time.monotonic() - began < 1.0
+    box.stop()  # gives the thread 5 s; asleep for its hour it would still be there after
     assert not any(t.name == "policy-refresh" and t.is_alive() for t in threading.enumerate())
 
 

@@ -58,9 +58,16 @@ def test_sigkill_under_load_loses_no_answered_finalize(tmp_path, reference_host)
             threading.Thread(target=pos_load, args=(pos_port, r, c, answered, stop))
             for r, c in counters.items()
         ]
+        before = len(answered)
         for thread in load:
             thread.start()
-        time.sleep(rng.uniform(0.1, 0.8))
+        # Under way first (a sale answered: on a slow machine that takes a while), then the
+        # cord is pulled at a random moment of the stream.
+        deadline = time.monotonic() + 30
+        while len(answered) == before:
+            assert time.monotonic() < deadline, "the load did not get going"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.7))
         box.send_signal(signal.SIGKILL)
         box.wait()
         stop.set()

@@ -42,6 +42,7 @@ from provisioning.releases import (
     verify_artefact,
 )
 from provisioning.updates import MARKER_NAME, HealthCheckFailed, Updater, main
+from tests.clock import FakeClock
 from tests.ports import free_port
 
 TRUSTED = {TEST_KEY_ID: TEST_PUBLIC_KEY_B64}
@@ -428,13 +429,15 @@ def test_update_gives_up_when_never_idle(site: Site) -> None:
     site.bootstrap("1.0.0")
     before = site.state()
     restarts = site.service.restarts
-    began = time.monotonic()
-    ok, detail = site.updater(is_idle=lambda: False, idle_timeout_s=0.5).apply(
-        site.publish("1.1.0")
+    clock = FakeClock()  # moved by the updater's own sleeps: the wait is measured exactly
+    updater = site.updater(
+        is_idle=lambda: False, idle_timeout_s=0.5, clock=clock.monotonic, sleep=clock.advance
     )
+    began = clock.monotonic()
+    ok, detail = updater.apply(site.publish("1.1.0"))
     assert not ok
     assert detail.startswith("busy: no idle moment in 0.5 s; 1.1.0 not applied")
-    assert 0.5 <= time.monotonic() - began < 3
+    assert clock.monotonic() - began == pytest.approx(0.5)
     assert site.state() == before
     assert site.service.restarts == restarts
 
