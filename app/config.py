@@ -42,6 +42,8 @@ class PosConfig:
     session_timeout_s: int = 3600
     idle_timeout_s: int = 900
     max_frame_bytes: int = 1024 * 1024
+    frame_deadline_s: float = 5.0  # a frame must be complete this long after its first byte
+    max_connections: int = 64  # POS connections at once; the newest beyond is refused
 
 
 @dataclass
@@ -152,7 +154,16 @@ def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
     reader = _Reader(raw)
     config = Config()
     pos = reader.section(
-        "pos", {"listen", "dialect", "session_timeout_s", "idle_timeout_s", "max_frame_bytes"}
+        "pos",
+        {
+            "listen",
+            "dialect",
+            "session_timeout_s",
+            "idle_timeout_s",
+            "max_frame_bytes",
+            "frame_deadline_s",
+            "max_connections",
+        },
     )
     config.pos = PosConfig(
         listen=pos.listen("listen", config.pos.listen),
@@ -160,6 +171,8 @@ def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
         session_timeout_s=pos.integer("session_timeout_s", 3600, 60, 86400),
         idle_timeout_s=pos.integer("idle_timeout_s", 900, 10, 86400),
         max_frame_bytes=pos.integer("max_frame_bytes", 1024 * 1024, 1024, 16 * 1024 * 1024),
+        frame_deadline_s=pos.number("frame_deadline_s", 5.0, 1.0, 60.0),
+        max_connections=pos.integer("max_connections", 64, 1, 4096),
     )
     host = reader.section(
         "host",

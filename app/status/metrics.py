@@ -46,6 +46,8 @@ HELP = {
     "pos_connections": ("gauge", "POS connections open now"),
     "pos_open_sessions": ("gauge", "Loyalty transactions in progress"),
     "pos_closed_bad_input_total": ("counter", "POS connections closed for unreadable input"),
+    "pos_cut_slow_frame_total": ("counter", "POS connections cut: a frame missed its deadline"),
+    "pos_refused_over_cap_total": ("counter", "POS connections refused over max_connections"),
     "pos_overhead_ms": ("gauge", "Box overhead per POS request (not waiting for the host)"),
     "pos_requests_total": ("counter", "POS requests received, by message type"),
     "pos_request_outcomes_total": (
@@ -170,6 +172,8 @@ def render(status: dict[str, Any]) -> str:
         m.add("pos_connections", len(connections) if isinstance(connections, list) else None)
         m.add("pos_open_sessions", pos.get("open_sessions"))
         m.add("pos_closed_bad_input_total", pos.get("closed_bad_input"))
+        m.add("pos_cut_slow_frame_total", pos.get("cut_slow_frame"))
+        m.add("pos_refused_over_cap_total", pos.get("refused_over_cap"))
         _quantiles(m, "pos_overhead_ms", pos.get("overhead_ms"))
 
     for name, value in sorted(section(status, "counters").items()):

@@ -213,6 +213,8 @@ def pos_section(status: dict[str, Any], now: float) -> Section:
             ("Dialect setting", text(pos.get("dialect"))),
             ("Transactions in progress", text(pos.get("open_sessions"))),
             ("Connections closed for bad input", text(pos.get("closed_bad_input"))),
+            ("Connections cut for a slow frame", text(pos.get("cut_slow_frame"))),
+            ("Connections refused over the cap", text(pos.get("refused_over_cap"))),
             ("Box overhead per request", percentiles(pos.get("overhead_ms"))),
         ],
         tables=[peers],
