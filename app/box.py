@@ -15,8 +15,6 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from waitress.server import create_server
-
 from app import __version__, systemd
 from app.config import Config
 from app.host.connectivity import HostConnectivity
@@ -35,6 +33,7 @@ from app.pos.server import PosServer
 from app.pos.service import LoyaltyService
 from app.pos.sessions import SessionStore
 from app.readers import ReaderService
+from app.status.listener import StatusListener
 from app.status.verdict import verdict
 from app.status.web import create_app
 from provisioning.api import HostClient
@@ -95,6 +94,7 @@ class Box:
         )
         self.connectivity.on_change(self._host_changed)
         self._stopped = threading.Event()
+        self._housekeeping: threading.Thread | None = None
         self.management = RemoteManagement(self)
         listen = config.pos.listen
         self.pos_server = PosServer(
@@ -103,18 +103,19 @@ class Box:
             dialect=config.pos.dialect,
             max_frame=config.pos.max_frame_bytes,
             idle_timeout_s=config.pos.idle_timeout_s,
+            frame_deadline_s=config.pos.frame_deadline_s,
+            max_connections=config.pos.max_connections,
+            # Long enough for a request waiting on the host to be answered at its deadline.
+            drain_s=config.host.deadline_ms / 1000 + 2.0,
         )
         status = config.status.listen
-        self.status_server = create_server(
-            create_app(self), host=status.host, port=status.port, threads=4, ident="connectbox"
-        )
-        self._status_thread: threading.Thread | None = None
+        self.status_server = StatusListener(create_app(self), status.host, status.port)
         self._closed = False
         self.restart_requested = False
 
     @property
     def status_port(self) -> int:
-        return int(self.status_server.effective_port)  # type: ignore[union-attr]
+        return self.status_server.port
 
     @property
     def stopping(self) -> threading.Event:
@@ -141,10 +142,7 @@ class Box:
             )
             self.announcer.start()
             self.network.on_network_change(lambda facts: self.announcer.update_addresses(None))
-        self._status_thread = threading.Thread(
-            target=self.status_server.run, name="status-web", daemon=True
-        )
-        self._status_thread.start()
+        self.status_server.start()
         log.info(
             "Connect Box %s up: POS port %s, status page on port %d, host %s",
             __version__,
@@ -160,14 +158,18 @@ class Box:
         log.info("stopping")
         if self.announcer is not None:
             self.announcer.close()  # withdraw the mDNS announcement first
-        self.pos_server.stop()
-        self.status_server.close()
+        # The listeners first: no new POS connection or page request from here on.
+        self.pos_server.stop_accepting()
+        self.status_server.stop()
+        self.pos_server.stop()  # requests being handled finish (bounded), then all hang up
         self.network.stop()
         self.readers.stop()
         self.management.stop()
         self.outbox.stop()
         self.policies.stop()
         self.relay.close()
+        if self._housekeeping is not None:
+            self._housekeeping.join(HOUSEKEEPING_S)  # it reads the journal
         self._save_last_host_contact()
         self._closed = True
         self.journal.close()

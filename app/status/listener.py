@@ -1,0 +1,92 @@
+"""The status listener: waitress serving the status app, with limits, and a stop without errors.
+
+The limits keep a flood of HTTP clients small next to the POS (which shares this process and its
+GIL): few worker threads, few open channels, small requests, idle channels closed soon. The page
+and the API need no more: a technician's browser, a monitoring probe, a small PIN form.
+
+`stop()` runs in three steps so nothing touches a closed socket or a closed journal: the
+listening socket is closed inside waitress's own loop thread (closing it from another thread is
+what made the loop fail with "Bad file descriptor"), the worker threads finish the requests they
+are serving, then the loop thread closes every channel and its loop ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from waitress import wasyncore
+from waitress.server import BaseWSGIServer, create_server
+from waitress.trigger import trigger
+
+log = logging.getLogger("connectbox.status")
+
+LIMITS: dict[str, Any] = {
+    # Rendering is CPU work under the GIL: more threads would only take turns away from the POS.
+    "threads": 2,
+    "connection_limit": 32,  # channels open at once; the rest wait in the listen backlog
+    "backlog": 128,
+    "channel_timeout": 30,  # an idle keep-alive channel is closed after this long
+    "cleanup_interval": 5,  # how often idle channels are looked for
+    "max_request_header_size": 16 * 1024,
+    "max_request_body_size": 64 * 1024,  # the largest body is the PIN form of an action
+    "inbuf_overflow": 64 * 1024,
+    "expose_tracebacks": False,
+}
+STEP_TIMEOUT_S = 2.0
+# waitress logs a warning for every request that waits for a worker: a flood would flood the log.
+logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+class StatusListener:
+    def __init__(self, app: Callable[..., Any], host: str, port: int) -> None:
+        self._map: dict[int, Any] = {}
+        self.server = create_server(
+            app, map=self._map, host=host, port=port, ident="connectbox", **LIMITS
+        )
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if hasattr(self.server, "effective_port"):
+            return int(self.server.effective_port)
+        return int(self.server.effective_listen[0][1])
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.server.run, name="status-web", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop accepting, let the requests being served finish, then close every channel."""
+        self._in_loop(self._close_listeners)
+        # Returns once the workers are done (waitress logs any still running at the timeout).
+        self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=STEP_TIMEOUT_S)
+        self._in_loop(lambda: wasyncore.close_all(self._map))
+        if self._thread is not None:
+            self._thread.join(STEP_TIMEOUT_S)
+
+    def _close_listeners(self) -> None:
+        for dispatcher in list(self._map.values()):
+            if isinstance(dispatcher, BaseWSGIServer):
+                dispatcher.accepting = False
+                wasyncore.dispatcher.close(dispatcher)  # its socket only: the trigger stays
+
+    def _in_loop(self, work: Callable[[], None]) -> None:
+        """Run `work` in waitress's loop thread (or here, when that loop is not running)."""
+        pull = next((d for d in self._map.values() if isinstance(d, trigger)), None)
+        if self._thread is None or not self._thread.is_alive() or pull is None:
+            work()
+            return
+        done = threading.Event()
+
+        def step() -> None:
+            try:
+                work()
+            finally:
+                done.set()
+
+        pull.pull_trigger(step)
+        if not done.wait(STEP_TIMEOUT_S):
+            log.warning("status listener did not stop in time")
