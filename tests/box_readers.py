@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from app.box import Box
+if TYPE_CHECKING:
+    from app.box import Box
 
 BANNER_WINDOW_S = 0.5  # SerialReader's default: a frame this soon after opening is a banner
 
