@@ -34,6 +34,7 @@ LICENCE_WITHOUT_AIM = "driver licence barcode without AIM identifier (not accept
 TRACK2_CHARS = "track 2 holds characters other than digits and '='"
 TRACK2_LENGTH = "track 2 card number must be 1-19 digits before '='"
 TRACK1_B = "track 1 format B: card number must be 1-19 digits before the first '^'"
+TRACK1_PLAIN = "track 1 without '^': a plain card reference must be 4-40 letters or digits"
 TRACK1_PROPRIETARY = "track 1 format {code}: ID must be 4-19 letters or digits before the first '^'"
 MISMATCH = "track 1 / track 2 ID mismatch"
 LUHN_FAILED = "Luhn check failed"
@@ -41,6 +42,7 @@ LUHN_NOT_NUMERIC = "Luhn check failed (ID is not all digits)"
 
 _PAN = re.compile(r"[0-9]{1,19}")
 _PROPRIETARY = re.compile(r"[A-Z0-9]{4,19}")
+_PLAIN = re.compile(r"[A-Z0-9]{4,40}")
 _TRACK2 = re.compile(r"[0-9=]*")
 
 
@@ -164,7 +166,10 @@ def _track2_id(data: str) -> str | Verdict:
 
 
 def _track1_id(data: str, allowed: tuple[str, ...]) -> str | Verdict:
-    """Track 1: format B → card number before `^`; A (and configured others) → [A-Z0-9]{4,19}."""
+    """Track 1: format B → card number before `^`; A (and configured others) → [A-Z0-9]{4,19};
+    no `^` at all → the whole track is a plain reference (no format character), [A-Z0-9]{4,40}."""
+    if "^" not in data:
+        return data if _PLAIN.fullmatch(data) else reject(TRACK1_PLAIN)
     code, rest = data[:1], data[1:]
     formats = [str(f).upper() for f in allowed]
     if code not in formats:
