@@ -22,6 +22,7 @@ import collections
 import os
 import random
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -266,6 +267,10 @@ def proc_facts(pid: int) -> dict[str, float]:
     return {"rss": rss_mib(pid), "threads": threads, "fds": len(os.listdir(f"/proc/{pid}/fd"))}
 
 
+def dir_mib(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
 def wait_http(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -295,6 +300,7 @@ def main() -> int:
     parser.add_argument("--check-every", type=int, default=500, help="inputs between checks")
     parser.add_argument("--deadline", type=float, default=2.0, help="health check answer, s")
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--keep", action="store_true", help="keep the box's data directory")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="connectbox-fuzz-tcp-"))
@@ -324,6 +330,7 @@ def main() -> int:
             for _ in range(20):
                 health_check(pos_port, counter, dialect, 10.0)
         before = proc_facts(box.pid)
+        data_before = dir_mib(workdir / "data")
         counters_before = box_counters(status_port)
         print(
             f"fuzz_tcp: box pid {box.pid} on 127.0.0.1:{pos_port}, {args.workers} workers, "
@@ -416,6 +423,10 @@ def main() -> int:
                 f"{before['threads']:.0f} -> {after['threads']:.0f}, open files "
                 f"{before['fds']:.0f} -> {after['fds']:.0f}"
             )
+            print(
+                f"fuzz_tcp: data directory (journal) {data_before:.1f} -> "
+                f"{dir_mib(workdir / 'data'):.1f} MiB"
+            )
             grown = {
                 key: value - counters_before.get(key, 0)
                 for key, value in sorted(counters_after.items())
@@ -441,6 +452,8 @@ def main() -> int:
                     process.kill()
         host_log.close()
         box_log.close()
+        if not args.keep:  # the journal of unreadable requests runs to hundreds of MiB
+            shutil.rmtree(workdir / "data", ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -96,6 +96,8 @@ def test_any_host_rewards_translate_without_error(rewards, txn, dialect):
 @example(base=HOST_REWARDS[2], hostile={"limit_quantity": -1}, dialect="passport")
 @example(base=HOST_REWARDS[0], hostile={"value": "-0"}, dialect="passport")
 @example(base=HOST_REWARDS[1], hostile={"value": "1e-999999999"}, dialect="passport")
+@example(base=HOST_REWARDS[0], hostile={"target_line": "1\x1c"}, dialect="passport")
+@example(base=HOST_REWARDS[4], hostile={"limit_quantity": "2\x1f"}, dialect="eps")
 @example(base=HOST_REWARDS[0], hostile={"receipt_short": "\x16"}, dialect="passport")
 @example(base=HOST_REWARDS[0], hostile={"receipt_long": "\ud800"}, dialect="eps")
 def test_one_hostile_field_in_a_real_reward(base, hostile, dialect):
