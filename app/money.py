@@ -41,7 +41,8 @@ def read_decimal(text: str | None) -> Decimal | None:
             f"{text[:24]!r} is not a plain decimal of at most {MAX_INT_DIGITS} digits before "
             f"the point and {MAX_FRAC_DIGITS} after"
         )
-    return Decimal(text)
+    value = Decimal(text)
+    return value.copy_abs() if value.is_zero() else value  # "-0" is zero, never "-0.00"
 
 
 def parse_decimal(text: str | None) -> Decimal | None:

@@ -8,6 +8,7 @@ Receipt texts are cut to what the POS prints (8/24/40 characters).
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -18,6 +19,7 @@ from app.pos import wire
 from app.pos.model import Line, Reward, TransactionData
 
 log = logging.getLogger("connectbox.rewards")
+_DIGITS = re.compile(r"[0-9]{1,9}")
 # The host is a peer too: its answers are bounded before the box works on them.
 MAX_HOST_REWARDS = 50
 MAX_RECEIPT_LINES = 20
@@ -38,9 +40,12 @@ class Translated:
 
 
 def trim(text: Any, limit: int) -> str:
+    """Host text as the POS may print it: printable characters only (no control characters,
+    no lone surrogates: either would make the XML unreadable), cut to `limit`."""
     if not isinstance(text, str):  # str() of a huge int or a deep list is unbounded work
         text = str(text) if isinstance(text, int | float) and abs(text) < 1e18 else ""
-    return text[: limit * 4].strip()[:limit].rstrip()
+    text = "".join(c for c in text[: limit * 4] if c.isprintable())
+    return text.strip()[:limit].rstrip()
 
 
 def receipt_lines(lines: Any) -> list[str]:
@@ -144,7 +149,7 @@ def _small_int(value: Any, highest: int) -> int:
     """A whole number from the host in 0..highest (JSON ints, or their decimal text)."""
     if isinstance(value, bool):
         raise Dropped("bad target line or limit")
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 9:
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
         value = int(value)
     if not isinstance(value, int) or not 0 <= value <= highest:
         raise Dropped(f"bad target line or limit {trim(value, 24)!r} (0..{highest})")
