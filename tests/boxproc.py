@@ -41,6 +41,8 @@ def start_box(config: Path, status_port: int, **popen) -> subprocess.Popen:
                 return box
         except requests.ConnectionError:
             time.sleep(0.05)
+    if box.poll() is not None:  # say so: it crashed, rather than "slow"
+        raise AssertionError(f"the box exited with {box.returncode} before it came up")
     box.kill()
     raise AssertionError("the box did not come up within 30 s")
 
