@@ -1,6 +1,7 @@
 """The Box: one object that holds every part of the running service, built once at start-up.
 
-Parts: host client and relay (with the connectivity state), the journal and its outbox, the
+Parts: the host link (the one door to the host: token, client, state) and the relay, the
+journal and its outbox, the
 signed policy and the offline engine, session store, the loyalty service the POS talks to, the
 POS TCP server and the status web server. `start()` brings them up in order, `stop()` takes them
 down in reverse; `run()` is the process's main loop under systemd.
@@ -17,7 +18,6 @@ from typing import Any
 
 from app import __version__, systemd
 from app.config import Config
-from app.host.connectivity import HostConnectivity
 from app.host.payload import Identity
 from app.host.relay import HostRelay
 from app.journal import Journal
@@ -36,7 +36,7 @@ from app.readers import ReaderService
 from app.status.listener import StatusListener
 from app.status.verdict import verdict
 from app.status.web import create_app
-from provisioning.api import HostClient
+from provisioning.link import Health, HostLink
 
 log = logging.getLogger("connectbox")
 HOUSEKEEPING_S = 5.0
@@ -48,27 +48,26 @@ class Box:
         self.config = config
         self.started_at = time.time()
         self.os_image = os_image()  # the root slot it booted from does not change while it runs
-        self.connectivity = HostConnectivity()
-        self.host_client = HostClient(
+        self.link = HostLink(
             config.host.url,
-            config.host.token,
-            config.host.device_id,
             timeout_s=config.host.timeout_s,
             ca_file=config.host.ca_file,
+            fast_s=config.host.deadline_ms / 1000,
         )
-        self.relay = HostRelay(self.connectivity, ready=lambda: self.management.enrolled.is_set())
+        self.host_client = self.link.client
+        self.relay = HostRelay(self.link, hedge_s=config.host.hedge_ms / 1000)
         data_dir = config.storage.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(data_dir / "journal.db")
-        self.outbox = Outbox(self.journal, self.host_client, self.connectivity)
+        self.outbox = Outbox(self.journal, self.host_client)
         self.policies = PolicyManager(
             self.host_client,
             config.policy.trusted_keys,
             config.host.site_id,
             data_dir / "policy.json",
-            paused=lambda: self.connectivity.unauthorized,
+            paused=lambda: self.link.unauthorized,
         )
-        self.engine = OfflineEngine(self.policies, self.journal)
+        self.engine = OfflineEngine(self.policies, self.journal, last_contact=self._last_contact)
         self.readers = ReaderService(
             config.readers.bindings, config.readers.pending_ttl_s, config.readers.discover
         )
@@ -92,7 +91,10 @@ class Box:
             self.readers.pending,
             deadline_s=config.host.deadline_ms / 1000,
         )
-        self.connectivity.on_change(self._host_changed)
+        self.link.on_change(self._host_changed)
+        self.link.diagnose = self.network.check_now
+        self.network.on_checked = self.link.take_diagnosis
+        self.network.on_network_change(lambda facts: self.link.diagnose_soon())
         self._stopped = threading.Event()
         self._housekeeping: threading.Thread | None = None
         self.management = RemoteManagement(self)
@@ -132,6 +134,7 @@ class Box:
             target=self._housekeep, name="housekeeping", daemon=True
         )
         self._housekeeping.start()
+        self.link.start()
         self.readers.start()
         self.service.settle_unsettled()  # requests kept before a crash, before any POS talks
         self.pos_server.start()
@@ -163,6 +166,7 @@ class Box:
         self.status_server.stop()
         self.pos_server.stop()  # requests being handled finish (bounded), then all hang up
         self.network.stop()
+        self.link.stop()
         self.readers.stop()
         self.management.stop()
         self.outbox.stop()
@@ -197,9 +201,8 @@ class Box:
         self.restart_requested = True
         threading.Timer(0.5, self._stopped.set).start()
 
-    def _host_changed(self, online: bool) -> None:
-        self._save_last_host_contact()
-        if online:
+    def _host_changed(self, health: Health) -> None:
+        if health.online:
             self.outbox.retry_now()
 
     def _recent_transactions(self) -> list[dict[str, Any]]:
@@ -229,9 +232,17 @@ class Box:
                 found = verdict(self.status())
                 self.announcer.update_status("online" if found.ok else found.key)
 
+    def _last_contact(self) -> float | None:
+        """The host's last answer of any kind: the link's, else the one saved before a restart."""
+        if self.link.last_ok is None and not self._closed:
+            saved = self.journal.get_state(LAST_HOST_CONTACT)
+            if saved is not None:
+                self.link.remember_last_ok(float(saved))
+        return self.link.last_ok
+
     def _save_last_host_contact(self) -> None:
         """Keep the last time the host answered durable: offline hours count from it."""
-        last_ok = self.connectivity.last_ok
+        last_ok = self.link.last_ok
         if last_ok is None or self._closed:
             return
         saved = self.journal.get_state(LAST_HOST_CONTACT)
@@ -246,7 +257,7 @@ class Box:
             "device_id": self.config.host.device_id,
             "site_id": self.config.host.site_id,
             "pos": {**self.pos_server.snapshot(), "open_sessions": len(self.sessions)},
-            "host": {"url": self.config.host.url, **self.connectivity.snapshot()},
+            "host": self.link.snapshot(),
             "counters": self.service.counters.snapshot(),
             "outbox": self.outbox.snapshot(),
             "journal": {"recovered_from": self.journal.recovered_from, **self.journal.stats()},

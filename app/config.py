@@ -53,6 +53,7 @@ class HostConfig:
     site_id: str = ""
     token: str = ""
     deadline_ms: int = 1500
+    hedge_ms: int = 250
     timeout_s: float = 10.0
     ca_file: str | None = None
 
@@ -183,6 +184,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
             "token",
             "token_file",
             "deadline_ms",
+            "hedge_ms",
             "timeout_s",
             "ca_file",
         },
@@ -196,6 +198,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
         site_id=host.string("site_id") if token else host.optional_string("site_id") or "",
         token=token,
         deadline_ms=host.integer("deadline_ms", 1500, 100, 10000),
+        hedge_ms=host.integer("hedge_ms", 250, 0, 10000),
         timeout_s=host.number("timeout_s", 10.0, 1.0, 120.0),
         ca_file=host.optional_string("ca_file"),
     )

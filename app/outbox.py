@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from app.host.connectivity import HostConnectivity
 from app.journal import Event, Journal
 from provisioning.api import HostClient, HostError
 
@@ -45,13 +44,11 @@ class Outbox:
         self,
         journal: Journal,
         client: HostClient,
-        connectivity: HostConnectivity,
         backoff: Backoff | None = None,
         idle_poll_s: float = 1.0,
     ) -> None:
         self.journal = journal
         self.client = client
-        self.connectivity = connectivity
         self.backoff = backoff or Backoff()
         self.idle_poll_s = idle_poll_s
         self.paused: str | None = None  # why delivery is paused (401), None when running
@@ -82,7 +79,7 @@ class Outbox:
         self._wake.set()
 
     def retry_now(self) -> None:
-        """The host is back (seen on other traffic): skip the rest of the backoff."""
+        """The host link is back: skip the rest of the backoff."""
         self._hurry.set()
         self._wake.set()
 
@@ -203,7 +200,6 @@ class Outbox:
         delay = self.backoff.delay(events[0].attempts)
         ids = [e.event_id for e in events]
         self.journal.mark_retry(ids, reason, time.time() + delay)
-        self.connectivity.failed(reason)
         log.warning("%d event(s) not delivered (%s); next try in %.0f s", len(ids), reason, delay)
 
     def _pause(self, reason: str) -> None:
@@ -211,11 +207,9 @@ class Outbox:
             log.error("delivery paused: the host refused the device token (%s)", reason)
         self.paused = reason
         self._paused_token = self.client.token
-        self.connectivity.failed(reason, unauthorized=True)
 
     def _delivered(self, count: int) -> None:
         self.delivered += count
-        self.connectivity.ok()
 
     def snapshot(self) -> dict[str, Any]:
         backlog = self.journal.backlog()

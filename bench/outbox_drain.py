@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from journal import finalize_body  # noqa: E402
 from pos_overhead import free_port  # noqa: E402
 
-from app.host.connectivity import HostConnectivity  # noqa: E402
 from app.journal import Journal  # noqa: E402
 from app.outbox import Outbox  # noqa: E402
 from provisioning.api import HostClient  # noqa: E402
@@ -57,9 +56,7 @@ def main() -> int:
                 break
             except requests.ConnectionError:
                 time.sleep(0.1)
-        outbox = Outbox(
-            journal, HostClient(url, "demo-token", "D-DEMO", timeout_s=30), HostConnectivity()
-        )
+        outbox = Outbox(journal, HostClient(url, "demo-token", "D-DEMO", timeout_s=30))
         started = time.perf_counter()
         while outbox.deliver_due():
             pass

@@ -76,17 +76,20 @@ class HostLink:
         ca_file: str | None = None,
         probe_min_s: float = 2.0,
         probe_max_s: float = 15.0,
+        fast_s: float = 1.5,
         clock: Clock = SYSTEM_CLOCK,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.client = HostClient(url, "", "", timeout_s=timeout_s, ca_file=ca_file, gate=self)
         self.probe_min_s = probe_min_s
         self.probe_max_s = probe_max_s
+        self.fast_s = fast_s  # a probe slower than this leaves a degraded link degraded
         self._clock = clock
         self._wall = wall
         self._lock = threading.Lock()
         self._health = Health(LinkState.NOT_ENROLLED, "not enrolled yet", wall(), None)
         self._listeners: list[Listener] = []
+        self._refused_token: str | None = None  # the token the host answered 401 to
         self.counters = {"ok": 0, "timeout": 0, "error": 0}
         self.last_error = ""
         self.diagnose: Callable[[], Any] | None = None  # the app's layered check
@@ -121,11 +124,14 @@ class HostLink:
     def admit(self, what: str, token: str) -> None:
         """Before a request: Refused when no token-bearing call may be made now. A call with
         a token other than the refused one (a rotated token being confirmed) may go."""
-        state = self._health.state
-        if state is LinkState.NOT_ENROLLED:
+        if self._health.state is LinkState.NOT_ENROLLED:
             raise Refused(f"{what}: not enrolled yet")
-        if state is LinkState.UNAUTHORIZED and token == self.client.token:
+        if self.refuses(token):
             raise Refused(f"{what}: the host refused this device's token", 401)
+
+    def refuses(self, token: str) -> bool:
+        """True for the token the host refused (401), while the link is unauthorized."""
+        return self._health.state is LinkState.UNAUTHORIZED and token == self._refused_token
 
     def record(
         self, what: str, status: int | None, error: str = "", timeout: bool = False, token: str = ""
@@ -138,15 +144,24 @@ class HostLink:
             with self._lock:
                 self.counters["ok"] += 1
                 self._health = _replace(self._health, last_ok=self._wall())
-            self._set(LinkState.ONLINE, "answering")
+            if self._health.state is not LinkState.DEGRADED:  # a late answer is still slow
+                self._set(LinkState.ONLINE, "answering")
             return
+        if status is not None:
+            error = f"HTTP {status} {error}".strip()
         with self._lock:
             self.counters["timeout" if timeout else "error"] += 1
-            self.last_error = f"{what}: {error or status}"
+            self.last_error = f"{what}: {error}"
         if status == 401:
+            self._refused_token = token or self.client.token
             self._set(LinkState.UNAUTHORIZED, "the host refused the device token (401)")
         else:
-            self._set(LinkState.DOWN, f"{what}: {error or f'HTTP {status}'}")
+            self._set(LinkState.DOWN, f"{what}: {error}")
+
+    def answered_in_time(self) -> None:
+        """A hint from the relay: the host answered within the POS's time."""
+        if self._health.state is LinkState.DEGRADED:
+            self._set(LinkState.ONLINE, "answering in time again")
 
     def slow(self, what: str) -> None:
         """A hint from the relay: an answer did not come before the POS deadline. The call
@@ -221,8 +236,8 @@ class HostLink:
                 return  # a late answer for an enrollment-less call changes nothing
             self._health = Health(state, reason, self._wall(), old.last_ok)
             health = self._health
-        if state is LinkState.ONLINE:
-            log.info("central host: online")
+        if state in (LinkState.ONLINE, LinkState.UNKNOWN, LinkState.NOT_ENROLLED):
+            log.info("central host: %s (%s)", state, reason)
         else:
             log.warning("central host: %s (%s)", state, reason)
         if LinkState.DOWN in (old.state, state) or state is LinkState.UNAUTHORIZED:
@@ -250,15 +265,34 @@ class HostLink:
             result = self.diagnose()
         finally:
             self.diagnosing = False
-        self.diagnosis, self.diagnosed_at = result, self._wall()
+        self.take_diagnosis(result)
         return result
 
+    def take_diagnosis(self, result: Any) -> None:
+        """A layered check someone ran (the link itself, the network's periodic check, the
+        technician): kept as the diagnosis. One that disagrees with the state is a hint: the
+        link probes at once and the answer decides."""
+        self.diagnosis, self.diagnosed_at = result, self._wall()
+        passed = getattr(result, "ok", None)
+        if (
+            passed is not None
+            and passed != self._health.online
+            and self.enrolled
+            and not self.unauthorized
+        ):
+            self.probe()  # its answer sets the state
+
     def probe(self) -> bool:
-        """One cheap authenticated call (the device's config); True when the host answered."""
+        """One cheap authenticated call (the device's config); True when the host answered
+        (within `fast_s` when it was slow before)."""
+        started = self._clock.monotonic()
         try:
             self.client.request("GET", f"/v1/devices/{self.client.device_id}/config")
         except HostError:
             return False
+        if self._clock.monotonic() - started > self.fast_s:
+            return False
+        self.answered_in_time()
         return True
 
     def start(self) -> None:
@@ -283,7 +317,9 @@ class HostLink:
                     log.exception("host diagnosis failed")
                 continue
             state = self._health.state
-            if state in (LinkState.DOWN, LinkState.DEGRADED, LinkState.UNKNOWN):
+            if state is LinkState.DEGRADED and not failures:
+                failures, wait = 1, self._probe_delay(1)  # slow: give it a moment first
+            elif state in (LinkState.DOWN, LinkState.DEGRADED, LinkState.UNKNOWN):
                 if self.probe():
                     failures = 0
                     continue  # the answer set the state: look again

@@ -3,9 +3,10 @@
 A background thread polls `ip -j addr` / `ip -j link` every `poll_s` seconds and re-runs
 discovery (and the host check) when links or addresses change: simple and reliable, with no
 netlink listener to lose events. The layered host check also runs every `check_every_s`
-(more often, `recheck_failed_s`, while it fails). Listeners hear of online/offline flips
-(`on_change`, like OctoPrint's connectivity checker) and of network changes (`on_network_change`,
-e.g. for the mDNS announcer to publish new addresses).
+(more often, `recheck_failed_s`, while it fails). Whether the host is up is not decided here:
+every check's result goes to `on_checked` (the host link keeps it as its diagnosis and lets
+its own probe decide), and network changes go to `on_network_change` listeners (e.g. the mDNS
+announcer publishes new addresses, the host link diagnoses again).
 """
 
 from __future__ import annotations
@@ -73,19 +74,13 @@ class NetworkManager:
         self._route_to_host: dict[str, Any] | None = None
         self._refreshed_at: float | None = None
         self._checked_at: float | None = None
-        self._online: bool | None = None
-        self._listeners: list[Callable[[bool], None]] = []
+        self.on_checked: Callable[[HostCheck], None] | None = None
         self._network_listeners: list[Callable[[NetworkFacts], None]] = []
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ state
-
-    @property
-    def online(self) -> bool:
-        """The last host check passed every layer."""
-        return bool(self._online)
 
     @property
     def facts(self) -> NetworkFacts | None:
@@ -98,10 +93,6 @@ class NetworkManager:
     @property
     def candidates(self) -> list[dict[str, Any]]:
         return list(self._candidates_list)
-
-    def on_change(self, listener: Callable[[bool], None]) -> None:
-        """`listener(online)` on each change of the host check's verdict (and the first one)."""
-        self._listeners.append(listener)
 
     def on_network_change(self, listener: Callable[[NetworkFacts], None]) -> None:
         """`listener(facts)` when a refresh finds other links, addresses, gateways or DNS."""
@@ -142,7 +133,7 @@ class NetworkManager:
         return facts
 
     def check_now(self) -> HostCheck:
-        """Run the layered host check now (one at a time) and tell listeners of a flip."""
+        """Run the layered host check now (one at a time) and hand it to `on_checked`."""
         with self._check_lock:
             facts = self._facts or self.refresh()
             try:
@@ -159,21 +150,15 @@ class NetworkManager:
                 device_id=self.device_id,
             )
             with self._lock:
-                self._host_check = result
+                previous, self._host_check = self._host_check, result
                 self._checked_at = result.checked_at
-                changed = self._online != result.ok
-                self._online = result.ok
-        if changed:
+        if previous is None or previous.ok != result.ok:
             if result.ok:
-                log.info("central host reachable: every layer passed")
+                log.info("layered host check: every layer passed")
             else:
-                log.warning(
-                    "central host not reachable (%s): %s",
-                    result.failed_layer,
-                    result.action,
-                )
-            for listener in list(self._listeners):
-                _call(listener, result.ok)
+                log.warning("layered host check fails (%s): %s", result.failed_layer, result.action)
+        if self.on_checked is not None:
+            _call(self.on_checked, result)
         return result
 
     def trigger(self) -> None:
@@ -228,7 +213,8 @@ class NetworkManager:
             next_check = time.monotonic() + self._check_interval()
 
     def _check_interval(self) -> float:
-        return self.check_every_s if self._online else self.recheck_failed_s
+        check = self._host_check
+        return self.check_every_s if check is not None and check.ok else self.recheck_failed_s
 
     def _safely(self, step: Callable[[], Any]) -> None:
         try:
@@ -243,7 +229,6 @@ class NetworkManager:
             check = self._host_check
             return {
                 "host_url": self.host_url,
-                "online": self._online,
                 "verdict": (
                     None
                     if check is None

@@ -135,11 +135,13 @@ class OfflineEngine:
         counters: OfflineCounters,
         today: Callable[[], date] = date.today,
         now: Callable[[], float] = time.time,
+        last_contact: Callable[[], float | None] | None = None,
     ) -> None:
         self.policies = policies
         self.counters = counters
         self.today = today
         self.now = now
+        self.last_contact = last_contact  # the host link's last answer of any kind
 
     def decide(self, body: dict[str, Any]) -> OfflineDecision:
         request = _Request.parse(body)
@@ -286,6 +288,8 @@ class OfflineEngine:
         return None, note
 
     def _host_last_ok_at(self) -> float | None:
+        if self.last_contact is not None and (live := self.last_contact()) is not None:
+            return live
         raw = self.counters.get_state(HOST_LAST_OK_AT)
         if raw is None:
             return None

@@ -42,6 +42,7 @@ from app.programs.nanp import normalize_us_phone
 from app.readers import PendingReads
 from app.stats import Counters
 from provisioning.api import HostClient
+from provisioning.link import LinkState
 
 log = logging.getLogger("connectbox.pos")
 EVENT_NAMESPACE = uuid.UUID("6f1c8f56-3c1e-4c55-9a43-8d3c0f7e1b20")
@@ -226,7 +227,7 @@ class LoyaltyService:
     def _online_status(self, request: Request, deadline: float) -> Handled:
         response = _answer(request)
         # "no" only when the box knows it can give no rewards at all: host down and no policy.
-        down = self.relay.connectivity.known_down
+        down = self.relay.link.state in (LinkState.DOWN, LinkState.UNAUTHORIZED)
         response.prompt_for_loyalty = self.engine.prompt_for_loyalty() if down else True
         return Handled(response)
 
@@ -453,7 +454,7 @@ class LoyaltyService:
         """Try to deliver a claimed event inside the POS deadline (for receipt lines); the
         outbox takes it over when this fails or the host is known to be down."""
         started = time.monotonic()
-        if self.relay.connectivity.known_down or deadline <= started:
+        if self.relay.link.known_down or deadline <= started:
             self.outbox.release(event_id)
             return _Waited(None, 0.0)
         label = f"{body['event']} event {event_id}"
@@ -530,6 +531,8 @@ def _rewards_applied(request: Request, session: Session | None) -> list[dict[str
 
 def _failure_counter(outcome) -> str:
     if outcome.skipped:
+        return "rewards.host_refused"  # not enrolled, or the token was refused
+    if outcome.hedged:
         return "rewards.host_known_down"
     return "rewards.timeout" if outcome.timed_out else "rewards.host_error"
 

@@ -132,7 +132,7 @@ def test_sale(box: Any) -> Result:
             finalize_ms = _ms(started)
     except sim.SimulatorError as exc:
         return Result(False, f"Test sale failed: {exc}")
-    host_state = "online" if box.connectivity.online else "not answering (decided offline)"
+    host_state = "online" if box.link.online else "not answering (decided offline)"
     return Result(
         True,
         f"Test sale on register {TEST_REGISTER} answered: GetRewards in {rewards_ms}, "

@@ -61,6 +61,7 @@ HELP = {
     "service_counter_total": ("counter", "Other service counters, by name"),
     "host_online": ("gauge", "1 when the last call to the central host succeeded"),
     "host_unauthorized": ("gauge", "1 when the host refused the device token"),
+    "host_state": ("gauge", "The host link's state (online, degraded, down, ...), as a label"),
     "host_calls_total": ("counter", "Calls to the central host, by result"),
     "host_last_success_timestamp_seconds": ("gauge", "Time of the host's last good answer"),
     "host_latency_ms": ("gauge", "Central host call latency"),
@@ -183,6 +184,8 @@ def render(status: dict[str, Any]) -> str:
     host = section(status, "host")
     if host:
         m.add("host_online", host.get("online"))
+        if host.get("state"):
+            m.add("host_state", 1, {"state": str(host.get("state"))})
         m.add("host_unauthorized", host.get("unauthorized"))
         for result in ("ok", "timeout", "error"):
             m.add("host_calls_total", host.get(result), {"result": result})

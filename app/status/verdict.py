@@ -160,13 +160,21 @@ def failing_layer(status: dict[str, Any]) -> Layer | None:
 
 def _host_unreachable(status: dict[str, Any], ctx: Context) -> Problem | None:
     host = section(status, "host")
+    # The host link's state decides (unknown before the first answer: no verdict yet; a
+    # refused token is the token problem); the layered check only names the failing layer.
+    state = host.get("state")
+    if state == "degraded":
+        return Problem(
+            "host_slow",
+            "The central host answers too slowly",
+            "Nothing to do at the site: sales get the box's own discounts until the host is "
+            "quick again. If it lasts more than an hour, call the support desk.",
+            str(host.get("reason") or ""),
+            "host",
+        )
+    if state != "down":
+        return None
     layer = failing_layer(status)
-    # Before the first call the host is neither up nor down: no verdict on it yet. A refused
-    # token is the host answering: that is the token problem, not this one.
-    if host.get("online") is not False or not (host.get("last_error") or layer):
-        return None
-    if host.get("unauthorized"):
-        return None
     if layer is not None:
         return Problem(
             "host_unreachable",

@@ -261,22 +261,28 @@ def setup_values(status: dict[str, Any], host_header: str) -> Setup | None:
     return Setup(address, source, port, warning)
 
 
+# The host link's state as the page shows it: (tone, badge).
+HOST_BADGES = {
+    "online": ("ok", "online"),
+    "degraded": ("warn", "answering slowly"),
+    "down": ("bad", "unreachable"),
+    "unauthorized": ("bad", "token refused"),
+    "not_enrolled": ("warn", "not enrolled"),
+    "unknown": ("", "not contacted yet"),
+}
+
+
 def host_section(status: dict[str, Any], now: float) -> Section:
     host = section(status, "host")
     if not host:
         return Section("host", "Central host link", missing=True)
-    if host.get("unauthorized"):
-        tone, badge = "bad", "token refused"
-    elif host.get("online"):
-        tone, badge = "ok", "online"
-    elif host.get("last_error"):
-        tone, badge = "bad", "unreachable"
-    else:
-        tone, badge = "", "not contacted yet"
+    tone, badge = HOST_BADGES.get(str(host.get("state")), ("", "not contacted yet"))
     calls = ", ".join(f"{k} {host[k]}" for k in ("ok", "timeout", "error") if k in host)
     rows = [
         ("Host", text(host.get("url"))),
         ("Online", yes_no(host.get("online"))),
+        ("State", f"{badge} since {when(host.get('since'), now)}" if host.get("since") else badge),
+        ("Why", text(host.get("reason"))),
         ("Last success", when(host.get("last_ok"), now)),
         ("Last error", text(host.get("last_error"))),
         ("Calls", calls or DASH),
@@ -286,7 +292,9 @@ def host_section(status: dict[str, Any], now: float) -> Section:
     network = section(status, "network")
     layers = network_layers(network)
     tables = []
-    if layers:
+    if host.get("diagnosing"):
+        rows.append(("Layered check", "running now"))
+    elif layers:
         checked = network.get("checked_at") or section(network, "check").get("checked_at")
         rows.append(("Layered check", when(checked, now)))
         tables.append(Table(["Check", "Result", "Detail"], [_layer_row(lay) for lay in layers]))

@@ -7,10 +7,9 @@ import time
 import pytest
 import requests
 
-from app.host.connectivity import HostConnectivity
 from app.journal import Journal
 from app.outbox import BATCH_THRESHOLD, Backoff, Outbox
-from provisioning.api import HostClient
+from provisioning.link import HostLink
 
 
 def _event(n: int, **extra) -> dict:
@@ -32,8 +31,9 @@ def journal(tmp_path):
 
 
 def _outbox(journal, host, token="demo-token") -> Outbox:
-    client = HostClient(host.url, token, "D-DEMO", timeout_s=5)
-    return Outbox(journal, client, HostConnectivity(), Backoff(base_s=30))
+    link = HostLink(host.url, timeout_s=5)
+    link.use("D-DEMO", token)
+    return Outbox(journal, link.client, Backoff(base_s=30))
 
 
 def _host_keys(host) -> list[str]:
@@ -90,7 +90,7 @@ def test_401_pauses_until_the_token_changes(journal, reference_host):
     journal.add_event("t1", "finalize", _event(1))
     outbox = _outbox(journal, reference_host, token="revoked")
     assert not outbox.deliver_due()
-    assert outbox.paused and outbox.connectivity.unauthorized
+    assert outbox.paused and outbox.client.gate.unauthorized
     assert not outbox.deliver_due() and _host_keys(reference_host) == []
     outbox.client.token = "demo-token"  # a technician or the provider fixed it
     assert outbox.deliver_due()

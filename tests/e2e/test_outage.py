@@ -51,7 +51,7 @@ def test_outage_offline_policy_and_ordered_drain(make_box, outage):
         counter = sim.SequenceCounter()
         with sim.PosClient("127.0.0.1", box.pos_server.port) as pos:
             online, _, _ = _sale(pos, counter, "2142840199")
-            assert online.add_rewards and box.connectivity.online
+            assert online.add_rewards and box.link.online
 
             if outage == "refused":
                 store = host.store
@@ -67,10 +67,10 @@ def test_outage_offline_policy_and_ordered_drain(make_box, outage):
             invalid, _, _ = _sale(pos, counter, "5125550123")  # 555-01xx is fictional
             ineligible, _, _ = _sale(pos, counter, "2142840177", "049000000443", "SNACKS")
 
-            # Every answer within the deadline (two requests per sale).
+            # Every answer within the deadline (two requests per sale; the provider's config
+            # may have set the deadline).
             for _, seconds, _ in offline_answers:
-                # Well under the host's 3 s hang; slack for a loaded 2-core CI machine.
-                assert seconds < 2 * (DEADLINE_MS / 1000) + 1.0
+                assert seconds < 2 * box.service.deadline_s + 1.0  # slack for a loaded CI box
             granted = [r for r, _, _ in offline_answers if r.add_rewards]
             assert len(granted) == 5, "5 discounted transactions per ID per day"
             for rewards in granted:

@@ -289,13 +289,13 @@ def test_manager_rediscovers_when_addresses_change_and_reports_flips():
     )
     flips: list[bool] = []
     changes: list[NetworkFacts] = []
-    manager.on_change(flips.append)
+    manager.on_checked = lambda check: flips.append(check.ok)
     manager.on_network_change(changes.append)
-    assert manager.snapshot()["online"] is None and not manager.online
+    assert manager.snapshot()["check"] is None
     manager.start()
     try:
         _wait(lambda: flips == [True])
-        assert manager.online and len(changes) == 1
+        assert len(changes) == 1
         time.sleep(0.3)
         assert calls == {"discover": 1, "check": 1}  # nothing changed: no rediscovery
         state.update(links=2, address="192.0.2.11", ok=False)
@@ -309,7 +309,6 @@ def test_manager_rediscovers_when_addresses_change_and_reports_flips():
         manager.stop()
     snap = manager.snapshot()
     assert set(snap) >= {
-        "online",
         "verdict",
         "facts",
         "check",
@@ -318,7 +317,7 @@ def test_manager_rediscovers_when_addresses_change_and_reports_flips():
         "refreshed_at",
         "checked_at",
     }
-    assert snap["online"] is True and snap["verdict"] == "the central host is reachable"
+    assert snap["verdict"] == "the central host is reachable"
     assert snap["facts"]["primary"]["address"] == "192.0.2.11"
     assert snap["check"]["ok"] is True
     assert snap["pos_candidates"] == [{"address": "192.0.2.20", "likely_pos": True}]

@@ -89,7 +89,9 @@ def test_a_slow_answer_is_a_hint_the_next_answer_settles(link):
     link.client.config()
     link.slow("GetRewards")
     assert link.state is LinkState.DEGRADED and link.known_down
-    link.client.config()
+    link.client.config()  # the late answer of a slow call: answering, but still slow
+    assert link.state is LinkState.DEGRADED
+    assert link.probe()  # a quick answer
     assert link.state is LinkState.ONLINE and not link.known_down
 
 

@@ -171,11 +171,12 @@ def test_restart_without_support_in_the_box(fake_client):
 
 def test_test_host_runs_the_layered_check_and_tells_the_box_the_host_answered(status_site):
     site = status_site()
-    assert site.box.connectivity.snapshot()["ok"] == 0  # no call through the relay yet
+    before = site.box.link.snapshot()["ok"]
     message = _flash(_post(site.app.test_client(), "test-host", PIN))
     # the reference host is on loopback, by IP, plain HTTP: link, gateway, DNS, TLS do not apply
     assert message == "ok: Host connection check passed (tcp, http, api)."
-    assert site.box.connectivity.online is True  # the relay's own call, too
+    assert site.box.link.online is True  # the check's own call reached the link, too
+    assert site.box.link.snapshot()["ok"] > before
     assert site.box.status()["network"]["check"]["ok"] is True
 
 
@@ -196,11 +197,11 @@ def test_test_host_without_network_checks_calls_the_host_through_the_relay(
     assert re.fullmatch(
         r"ok: The central host answered in \d+ ms\.", _flash(_post(client, "test-host", PIN))
     )
-    assert site.box.connectivity.online is True
+    assert site.box.link.online is True
     host.stop()
     message = _flash(_post(client, "test-host", PIN))
     assert message.startswith("error: The central host did not answer properly: cannot reach")
-    assert site.box.connectivity.known_down
+    assert site.box.link.known_down
 
 
 def test_test_host_reports_the_layer_and_its_advice(status_site):

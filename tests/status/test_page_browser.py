@@ -122,7 +122,7 @@ def online_site(status_site):
     site = status_site()
     pos = sim.PosClient("127.0.0.1", site.box.pos_server.port)
     sale(site.box, pos=pos)
-    assert site.box.connectivity.online
+    assert site.box.link.online
     yield site
     pos.close()
 
@@ -169,7 +169,7 @@ def test_host_down_names_the_host_problem(driver, status_site, host):
         sale(site.box, pos=pos)
         host.stop()
         sale(site.box, pos=pos)  # the box notices: the host refuses connections now
-        assert wait_for(lambda: site.box.connectivity.known_down)
+        assert wait_for(lambda: site.box.link.known_down)
         driver.get(site.url + "/")
         # the relay noticed; the network's layered check names the layer when it has run
         assert verdict_title(driver).startswith("The central host cannot be reached")
@@ -191,10 +191,10 @@ def test_actions_refuse_without_the_pin_and_with_a_wrong_one(driver, online_site
         "Enter the site PIN to use the technician actions."
     )
     assert run_action(driver, "do-test-host", "0000") == "Wrong PIN."
-    calls = site.box.connectivity.snapshot()["ok"]
+    calls = site.box.link.snapshot()["ok"]
     message = run_action(driver, "do-test-host", PIN)
     assert message == "Host connection check passed (tcp, http, api)."
-    assert site.box.connectivity.snapshot()["ok"] == calls + 1
+    assert site.box.link.snapshot()["ok"] == calls + 1
     assert driver.current_url.endswith("/#actions")
     screenshot(driver, "status-action-done.png")
     assert run_action(driver, "do-test-sale", PIN).startswith("Test sale on register TEST")

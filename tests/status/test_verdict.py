@@ -49,6 +49,8 @@ HEALTHY = {
     },
     "host": {
         "url": "https://host.example",
+        "state": "online",
+        "reason": "answering",
         "online": True,
         "last_ok": NOW - 5,
         "last_error": "",
@@ -87,10 +89,13 @@ BREAKERS = {
     "pos_down": lambda s: s["pos"].update(running=False),
     "journal_recovered": lambda s: s["journal"].update(recovered_from="journal.db.corrupt-1"),
     "token_revoked": lambda s: s["host"].update(
-        unauthorized=True, online=False, last_error="host answered 401: token revoked"
+        state="unauthorized",
+        unauthorized=True,
+        online=False,
+        last_error="host answered 401: token revoked",
     ),
     "host_unreachable": lambda s: s["host"].update(
-        online=False, last_error="cannot reach the host: connection refused"
+        state="down", online=False, last_error="cannot reach the host: connection refused"
     ),
     "policy_refused": lambda s: s["policy"].update(refused="bad signature"),
     "backlog": lambda s: s["outbox"].update(depth=120, oldest_pending_s=3 * 3600),
@@ -131,9 +136,8 @@ def test_the_earlier_problem_wins(index):
 
 
 def test_all_problems_at_once_come_in_the_documented_order():
-    found = [p.key for p in problems(status_with(*ORDER), ctx())]
-    # A refused token means the host answered: it is not also "unreachable".
-    assert found == [key for key in ORDER if key != "host_unreachable"]
+    # The host link has one state: a refused token is not also "unreachable".
+    assert [p.key for p in problems(status_with("token_revoked"), ctx())] == ["token_revoked"]
     without_token = [key for key in ORDER if key != "token_revoked"]
     assert [p.key for p in problems(status_with(*without_token), ctx())] == without_token
 
@@ -184,13 +188,15 @@ def test_the_failing_network_layer_is_named_with_its_advice():
     assert "DNS settings" in verdict(status, ctx()).action
 
 
-def test_a_failed_check_alone_makes_the_host_unreachable_but_not_over_a_working_relay():
+def test_the_link_state_decides_and_the_layered_check_names_the_layer():
     status = status_with()
-    status["host"].update(online=False, last_ok=None)  # no POS traffic yet
     status["network"] = {"check": _check({"layer": "tcp", "ok": False, "detail": "refused"})}
-    assert verdict(status, ctx()).key == "host_unreachable"
-    status["host"]["online"] = True  # the relay's own calls succeed: it wins
-    assert verdict(status, ctx()).ok
+    assert verdict(status, ctx()).ok  # the link answers: a stale or flaky check does not win
+    status["host"].update(state="down", online=False)
+    found = verdict(status, ctx())
+    assert found.key == "host_unreachable" and "tcp" in found.title
+    status["host"].update(state="degraded", online=True, reason="no answer before the deadline")
+    assert verdict(status, ctx()).key == "host_slow"
 
 
 def test_network_layers_of_the_check_and_of_a_bare_list():
@@ -212,7 +218,7 @@ def test_network_layers_of_the_check_and_of_a_bare_list():
 
 def test_host_not_contacted_yet_is_no_problem():
     status = status_with()
-    status["host"].update(online=False, last_error="", last_ok=None)
+    status["host"].update(state="unknown", online=False, last_error="", last_ok=None)
     assert verdict(status, ctx()).ok
 
 
