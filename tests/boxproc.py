@@ -10,6 +10,8 @@ from pathlib import Path
 
 import requests
 
+from app.host.reference.keys import TEST_KEY_ID, TEST_PUBLIC_KEY_B64
+
 CLI = [sys.executable, "-m", "app"]
 
 
@@ -25,6 +27,8 @@ def write_config(
         f'[status]\nlisten = "127.0.0.1:{status_port}"\n'
         f'[storage]\ndata_dir = "{tmp_path / "data"}"\n'
         "[network]\nmdns = false\n"
+        # The reference host signs its policy with its public TEST key.
+        f'[policy]\ntrusted_keys = {{ "{TEST_KEY_ID}" = "{TEST_PUBLIC_KEY_B64}" }}\n'
     )
     return path
 

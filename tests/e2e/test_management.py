@@ -75,9 +75,18 @@ def test_wrong_claim_code_is_shown_and_nothing_uses_a_token(tmp_path, reference_
         assert _wait_for(lambda: box.status()["enrollment"]["state"] == "claim_rejected")
         answer = _tobacco_sale(box)  # the POS is still answered, without a discount
         assert answer.add_rewards == []
+        counter = sim.SequenceCounter()
+        txn = sim.transaction("1", counter.new_transaction(), [sim.item_line(1, "0282", 1, "5")])
+        with sim.PosClient("127.0.0.1", box.pos_server.port) as pos:
+            pos.send(sim.finalize(counter.next(), txn, PHONE))  # acknowledged, kept
         assert reference_host.store.rewards_requests() == []
         assert reference_host.store.heartbeats() == []
+        assert reference_host.store.events() == []  # the finalize waits in the journal
+        assert box.journal.backlog().depth == 1
         assert not box.management.enrolled.is_set()
+        host = box.status()["host"]  # the page names the claim code, not a refused token
+        assert host["state"] == "not_enrolled" and not host["unauthorized"]
+        assert "claim code" in host["reason"]
     finally:
         box.stop()
 
