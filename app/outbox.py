@@ -12,7 +12,6 @@ event stops the pass, so nothing overtakes an earlier event.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 from app.journal import Event, Journal
 from provisioning.api import HostClient, HostError
+from provisioning.backoff import backoff_delay
 
 log = logging.getLogger("connectbox.outbox")
 
@@ -35,8 +35,7 @@ class Backoff:
 
     def delay(self, attempts: int) -> float:
         """Exponential in the attempts so far, with +-50 % jitter to spread boxes apart."""
-        raw = min(self.max_s, self.base_s * 2 ** min(attempts, 20))
-        return raw * random.uniform(0.5, 1.5)
+        return backoff_delay(attempts + 1, self.base_s, self.max_s, jitter=(0.5, 1.5))
 
 
 class Outbox:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 import threading
 import time
 import uuid
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit
 import requests
 
 from provisioning.api import HostError, is_loopback_host, reason
+from provisioning.backoff import backoff_delay
 from provisioning.store import Credentials, CredentialStore
 from provisioning.version import software_version as installed_version
 
@@ -182,8 +182,7 @@ class Enroller:
 
     def backoff(self, failures: int) -> float:
         """Exponential (base * 2^(n-1), capped) with jitter: 50-100 % of the step."""
-        step = min(self.backoff_max_s, self.backoff_base_s * 2 ** min(failures - 1, 30))
-        return step * random.uniform(0.5, 1.0)
+        return backoff_delay(failures, self.backoff_base_s, self.backoff_max_s)
 
     def set_claim_code(self, code: str) -> None:
         """A technician typed a (new) claim code: try it now."""

@@ -20,7 +20,6 @@ run from before the change.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from enum import StrEnum
 from typing import Any
 
 from provisioning.api import HostClient, HostError
+from provisioning.backoff import backoff_delay
 from provisioning.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("connectbox.host")
@@ -332,8 +332,9 @@ class HostLink:
 
     def _probe_delay(self, failures: int) -> float:
         """A few seconds, growing to probe_max_s, with jitter so boxes spread apart."""
-        raw = min(self.probe_max_s, self.probe_min_s * 1.5 ** max(0, failures - 1))
-        return raw * random.uniform(0.75, 1.0)
+        return backoff_delay(
+            failures, self.probe_min_s, self.probe_max_s, growth=1.5, jitter=(0.75, 1.0)
+        )
 
 
 def _replace(health: Health, **changes: Any) -> Health:

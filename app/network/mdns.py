@@ -31,6 +31,7 @@ from zeroconf import (
 )
 
 from app.network.discovery import discover
+from provisioning.backoff import NO_JITTER, backoff_delay
 
 log = logging.getLogger("connectbox.mdns")
 
@@ -189,7 +190,7 @@ class Announcer:
         )
 
     def _run(self) -> None:
-        backoff = 1.0
+        failures = 0
         try:
             while not self._closing.is_set():
                 try:
@@ -201,9 +202,9 @@ class Announcer:
                     self.error = f"{type(exc).__name__}: {exc}"
                     log.warning("mDNS announcement failed (retrying): %s", self.error)
                     self._shutdown(withdraw=True)  # whatever got registered says goodbye
-                    if self._closing.wait(backoff):
+                    failures += 1
+                    if self._closing.wait(backoff_delay(failures, 1.0, 60.0, jitter=NO_JITTER)):
                         return
-                    backoff = min(backoff * 2, 60.0)
             while True:
                 item = self._queue.get()
                 if item is _CLOSE or self._closing.is_set():
