@@ -46,7 +46,7 @@ def write_json_atomic(path: Path | str, data: Any, mode: int = FILE_MODE) -> Non
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def read_json(path: Path | str) -> Any | None:
@@ -64,7 +64,8 @@ def read_json(path: Path | str) -> Any | None:
         raise ValueError(f"{path}: not a JSON document ({exc})") from None
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a rename, creation or removal in `directory` durable (where the filesystem can)."""
     try:
         fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except OSError:
@@ -97,7 +98,7 @@ class JsonDocument:
         with self._lock:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
 
 
 class AtomicJSONStorage(Storage):

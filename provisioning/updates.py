@@ -92,6 +92,7 @@ from provisioning.releases import (
     sign_artefact,
     verify_artefact,
 )
+from provisioning.store import fsync_dir, write_json_atomic
 
 __all__ = [
     "HealthCheckFailed",
@@ -108,6 +109,7 @@ log = logging.getLogger(__name__)
 
 MARKER_NAME = "update-in-progress.json"
 MARKER_FORMAT = 1
+MARKER_MODE = 0o644  # the guard (root) may write it and the service must still read it
 
 
 class HealthCheckFailed(Exception):
@@ -350,7 +352,7 @@ class Updater:
                 final.rename(aside)
                 self._remove_tree(aside)
             partial.rename(final)
-            _fsync_dir(self.releases)
+            fsync_dir(self.releases)
         except OSError as exc:
             raise UpdateRejected(f"install of {version} failed: {exc}") from None
         finally:
@@ -522,13 +524,13 @@ class Updater:
         if version is None:
             if link.is_symlink():
                 link.unlink()
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
             return
         tmp = self.root / f".{name}.{os.getpid()}.tmp"
         tmp.unlink(missing_ok=True)
         os.symlink(f"releases/{version}", tmp)
         os.replace(tmp, link)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def _prune(self) -> None:
         """Remove leftovers of interrupted work and releases neither current nor previous."""
@@ -568,11 +570,11 @@ class Updater:
         return marker if isinstance(marker, dict) else None
 
     def _write_marker(self, marker: dict[str, Any]) -> None:
-        _write_json_atomic(self.marker_path, marker)
+        write_json_atomic(self.marker_path, marker, mode=MARKER_MODE)
 
     def _remove_marker(self) -> None:
         self.marker_path.unlink(missing_ok=True)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     @contextlib.contextmanager
     def _lock(self, wait_s: float) -> Iterator[bool]:
@@ -598,24 +600,6 @@ class Updater:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 # The guard: `python -m provisioning.updates {status,resume,acknowledge} --root ...`.

@@ -526,6 +526,18 @@ def test_resume_after_a_restart_between_switch_and_health_check(site: Site, mode
     assert marker(site) is None
 
 
+def test_the_marker_is_written_whole_and_readable_by_the_service(site: Site) -> None:
+    """The guard (root) rewrites the marker too: the service (another user) must still read it."""
+    site.bootstrap("1.0.0")
+    with pytest.raises(Died):
+        site.updater(restart=dying_restart(site, {1})).apply(
+            site.publish("1.1.0", "good"), command_id="c-8"
+        )
+    assert marker(site)["state"] == "switched"
+    assert (site.root / MARKER_NAME).stat().st_mode & 0o777 == 0o644
+    assert not list(site.root.glob(".*.tmp"))
+
+
 def test_resume_after_a_restart_in_the_middle_of_the_rollback(site: Site) -> None:
     """The rollback's own restart ends the process: the previous release's resume() confirms
     it is healthy and reports the failure with the time the rollback took."""
