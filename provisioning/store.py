@@ -5,10 +5,10 @@ readable by others even for a moment), is flushed and fsync'd, replaces the old 
 `os.replace` (atomic on POSIX) and then the directory is fsync'd so the rename itself is durable.
 A reader therefore sees either the old document or the new one, never a torn one.
 
-`JsonDocument` holds one JSON document per file (enrollment record, command states, last good
-config). `AtomicJSONStorage` is the same write path as a TinyDB `Storage`, for the few small
-tables the app keeps (reader-to-register map and the like). Neither is meant for data that
-changes often: every write rewrites the whole file (the journal is SQLite for that reason).
+`write_json_atomic` is the one way the box writes such a file (enrollment record, command states,
+last good policy and config, the update marker); `JsonDocument` holds one document per file. Not
+for data that changes often: every write rewrites the whole file (the journal is SQLite for that
+reason).
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import threading
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
-
-from tinydb.storages import Storage
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -99,23 +97,6 @@ class JsonDocument:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
             fsync_dir(self.path.parent)
-
-
-class AtomicJSONStorage(Storage):
-    """TinyDB storage with the same guarantees: `TinyDB(path, storage=AtomicJSONStorage)`."""
-
-    def __init__(self, path: str | Path, **_: Any) -> None:
-        self.path = Path(path)
-
-    def read(self) -> dict[str, dict[str, Any]] | None:
-        data = read_json(self.path)
-        return data if isinstance(data, dict) else None
-
-    def write(self, data: dict[str, dict[str, Any]]) -> None:
-        write_json_atomic(self.path, data)
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,10 @@ import os
 import stat
 
 import pytest
-from tinydb import Query, TinyDB
 
 from provisioning import store as store_module
 from provisioning.identity import claim_code, device_serial, record_serial
 from provisioning.store import (
-    AtomicJSONStorage,
     Credentials,
     CredentialStore,
     JsonDocument,
@@ -104,16 +102,6 @@ def test_corrupt_document_is_an_error_not_empty(tmp_path):
     path.write_text('{"half": ')
     with pytest.raises(ValueError, match="not a JSON document"):
         JsonDocument(path).load()
-
-
-def test_tinydb_storage(tmp_path):
-    path = tmp_path / "readers.json"
-    with TinyDB(path, storage=AtomicJSONStorage) as db:
-        db.insert({"reader": "usb-1", "register_id": "1"})
-        db.insert({"reader": "usb-2", "register_id": "2"})
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    with TinyDB(path, storage=AtomicJSONStorage) as db:
-        assert db.get(Query().reader == "usb-2")["register_id"] == "2"
 
 
 def test_credentials_round_trip(tmp_path):
