@@ -27,6 +27,7 @@ from typing import Any
 from app.money import parse_decimal
 from app.programs.policy import PolicyError, verify_policy
 from provisioning.api import HostClient, HostError
+from provisioning.rfc3339 import parse_rfc3339
 from provisioning.store import write_json_atomic
 
 log = logging.getLogger("connectbox.policy")
@@ -104,18 +105,6 @@ def _money(value: Any, name: str) -> Decimal | None:
     if amount is None or amount < 0:
         raise ValueError(f"offline_limits.{name} is not a non-negative decimal string")
     return amount
-
-
-def _timestamp(value: Any, name: str) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError(f"{name} is missing")
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{name} is not RFC 3339: {value!r}") from None
-    if moment.tzinfo is None:
-        raise ValueError(f"{name} has no UTC offset")
-    return moment
 
 
 @dataclass(frozen=True)
@@ -296,8 +285,8 @@ class PolicyManager:
             if isinstance(version, bool) or not isinstance(version, int):
                 raise ValueError("policy_version is not an integer")
             issued = doc.get("issued_at")
-            issued_at = _timestamp(issued, "issued_at") if issued is not None else None
-            expires_at = _timestamp(doc["expires_at"], "expires_at")
+            issued_at = parse_rfc3339(issued, "issued_at") if issued is not None else None
+            expires_at = parse_rfc3339(doc["expires_at"], "expires_at")
             subscription_end(doc)
             parse_limits(doc)
         except (ValueError, TypeError) as exc:

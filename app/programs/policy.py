@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from provisioning.rfc3339 import parse_rfc3339
+
 
 class PolicyError(Exception):
     """A policy that must not be used; `reason` says why, in words for the status page."""
@@ -73,7 +75,10 @@ def verify_policy(
     doc = _parse_document(document)
     if doc["site_id"] != site_id:
         raise PolicyError(f"policy is for site {doc['site_id']!r}, this box is {site_id!r}")
-    expires_at = _timestamp(doc["expires_at"], "expires_at")
+    try:
+        expires_at = parse_rfc3339(doc["expires_at"], "expires_at")
+    except ValueError as exc:
+        raise PolicyError(f"malformed policy document: {exc}") from None
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     if expires_at <= now:
@@ -111,13 +116,3 @@ def _parse_document(document: bytes) -> dict[str, Any]:
     if not isinstance(doc.get("programs", []), list):
         raise PolicyError("malformed policy document: programs is not a list")
     return doc
-
-
-def _timestamp(text: str, name: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise PolicyError(f"malformed policy document: {name} is not RFC 3339") from None
-    if value.tzinfo is None:
-        raise PolicyError(f"malformed policy document: {name} has no UTC offset")
-    return value

@@ -11,8 +11,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
+
+from provisioning.rfc3339 import parse_rfc3339
 
 ALL_ONLINE = "All Systems Online"
 BACKLOG_LIMIT_S = 3600
@@ -193,14 +194,15 @@ def _host_unreachable(status: dict[str, Any], ctx: Context) -> Problem | None:
 
 
 def parse_time(value: Any) -> float | None:
-    """Epoch seconds from an epoch number or an RFC 3339 string; None when neither."""
+    """Epoch seconds from an epoch number or an RFC 3339 string (with its UTC offset); None
+    when neither."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str) and value:
         try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            return parse_rfc3339(value).timestamp()
         except ValueError:
             return None
     return None

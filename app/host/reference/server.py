@@ -40,6 +40,7 @@ from app.programs import scan_data
 from app.programs.nanp import normalize_us_phone
 from app.programs.policy import canonical_json, sign_policy
 from app.web_server import serve_in_thread, stop_server
+from provisioning.rfc3339 import parse_rfc3339
 
 log = logging.getLogger("connectbox.reference_host")
 
@@ -173,13 +174,10 @@ def _json_body() -> Any:
 
 
 def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
     try:
-        moment = datetime.fromisoformat(value)
+        return parse_rfc3339(value)
     except ValueError:
         return None
-    return moment if moment.tzinfo is not None else None
 
 
 def _loyalty_value(body: dict[str, Any]) -> str | None:

@@ -1,0 +1,23 @@
+"""RFC 3339 times as the host API writes them ("2026-11-23T14:00:00-06:00", "...T20:00:00Z"):
+the one parser of the box. A time without its UTC offset is refused: it names no moment. Here,
+not in `app/`, so that `provisioning/` can use it too.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+def parse_rfc3339(value: Any, name: str = "the time") -> datetime:
+    """`value` as an aware datetime. ValueError, naming `name`, when it is not a string, not a
+    time, or has no UTC offset."""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} is missing")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name} is not RFC 3339: {value!r}") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{name} has no UTC offset")
+    return moment
