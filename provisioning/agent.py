@@ -47,12 +47,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from provisioning.api import HostClient, HostError
 from provisioning.clock import SYSTEM_CLOCK, Clock
+from provisioning.rfc3339 import format_rfc3339, now_rfc3339
 from provisioning.store import CREDENTIALS_FILE, Credentials, CredentialStore, JsonDocument
 from provisioning.version import software_version as installed_version
 
@@ -254,7 +254,7 @@ class Agent:
             "software_version": self.software_version,
             "config_version": _int(config_version, None),
             "policy_version": _int(status.get("policy_version"), None),
-            "clock": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "clock": now_rfc3339(),
         }
 
     def _note(self, result: str) -> None:
@@ -366,7 +366,7 @@ class Agent:
                     "command_id": command_id,
                     "type": command_type,
                     "args": {},
-                    "received_at": _now(),
+                    "received_at": now_rfc3339(),
                 }
             self._deferred.discard(command_id)
             self._finish(entry, bool(ok), str(detail))
@@ -385,7 +385,7 @@ class Agent:
                 "type": str(command.get("type", "")),
                 "args": args if isinstance(args, dict) else {},
                 "state": "new",
-                "received_at": _now(),
+                "received_at": now_rfc3339(),
             }
             self._execute(entry)
         elif entry.get("state") == "started":
@@ -404,7 +404,7 @@ class Agent:
         if run is None:
             self._finish(entry, False, UNKNOWN)
             return
-        entry.update(state="started", started_at=_now(), runs=entry.get("runs", 0) + 1)
+        entry.update(state="started", started_at=now_rfc3339(), runs=entry.get("runs", 0) + 1)
         self._put(entry)  # durable BEFORE it runs
         self._checkpoint("command_started")
         self.running_command_id = entry["command_id"]
@@ -445,7 +445,7 @@ class Agent:
         return None
 
     def _finish(self, entry: dict[str, Any], ok: bool, detail: str) -> None:
-        entry.update(state="done", ok=ok, detail=detail[:1000], finished_at=_now())
+        entry.update(state="done", ok=ok, detail=detail[:1000], finished_at=now_rfc3339())
         self._put(entry)  # durable BEFORE it is reported
         self._checkpoint("command_done")
         log.info("command %s (%s): ok=%s %s", entry["command_id"], entry["type"], ok, detail)
@@ -469,7 +469,7 @@ class Agent:
         status = reply.status_code
         if status in (200, 409):
             if entry.get("state") != "reported":
-                entry.update(state="reported", reported_at=_now())
+                entry.update(state="reported", reported_at=now_rfc3339())
                 self._put(entry)
             self._checkpoint("result_reported")
         elif status == 401:
@@ -478,7 +478,7 @@ class Agent:
             log.warning("result of command %s: host answered %d, will retry", command_id, status)
         else:  # 404 (the host forgot the command), 422: repeating will not help
             log.error("result of command %s refused by the host (%d)", command_id, status)
-            entry.update(state="abandoned", reported_at=_now(), host_status=status)
+            entry.update(state="abandoned", reported_at=now_rfc3339(), host_status=status)
             self._put(entry)
 
     def _report_unreported(self) -> None:
@@ -731,11 +731,5 @@ def _error_text(reply: Any) -> str:
         return f"{reply.status_code} {reply.reason}"
 
 
-def _now() -> str:
-    return datetime.now().astimezone().isoformat(timespec="seconds")
-
-
 def _iso(moment: float | None) -> str | None:
-    if moment is None:
-        return None
-    return datetime.fromtimestamp(moment).astimezone().isoformat(timespec="seconds")
+    return None if moment is None else format_rfc3339(moment)

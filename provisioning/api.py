@@ -11,12 +11,12 @@ from __future__ import annotations
 import ipaddress
 import threading
 import time
-from datetime import datetime
 from typing import Any, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
 
+from provisioning.rfc3339 import now_rfc3339
 from provisioning.version import software_version
 
 MAX_ANSWER_BYTES = 4 * 1024 * 1024  # no host answer is near this; a hostile one is cut here
@@ -85,7 +85,7 @@ class HostClient:
         headers = {
             "Authorization": f"Bearer {self.token}",
             "User-Agent": f"connectbox/{software_version()}",
-            "X-Device-Clock": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "X-Device-Clock": now_rfc3339(),
         }
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key

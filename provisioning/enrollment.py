@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 import uuid
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +22,7 @@ import requests
 
 from provisioning.api import HostError, is_loopback_host, reason
 from provisioning.backoff import backoff_delay
+from provisioning.rfc3339 import format_rfc3339, now_rfc3339
 from provisioning.store import Credentials, CredentialStore
 from provisioning.version import software_version as installed_version
 
@@ -105,7 +105,7 @@ class Enroller:
         headers = {
             # Deliberately no Authorization header: the box has no token yet.
             "User-Agent": f"connectbox/{self.software_version}",
-            "X-Device-Clock": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "X-Device-Clock": now_rfc3339(),
             "Idempotency-Key": enroll_key(self.serial, self.claim_code),
         }
         with self._lock:
@@ -258,6 +258,4 @@ def _error_code(reply: requests.Response) -> str:
 
 
 def _iso(moment: float | None) -> str | None:
-    if moment is None:
-        return None
-    return datetime.fromtimestamp(moment).astimezone().isoformat(timespec="seconds")
+    return None if moment is None else format_rfc3339(moment)

@@ -1,6 +1,7 @@
 """RFC 3339 times as the host API writes them ("2026-11-23T14:00:00-06:00", "...T20:00:00Z"):
-the one parser of the box. A time without its UTC offset is refused: it names no moment. Here,
-not in `app/`, so that `provisioning/` can use it too.
+the one parser and the one writer of the box. A time without its UTC offset is refused: it names
+no moment. The box writes its local time with its offset, to the second. Here, not in `app/`, so
+that `provisioning/` can use it too.
 """
 
 from __future__ import annotations
@@ -21,3 +22,13 @@ def parse_rfc3339(value: Any, name: str = "the time") -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"{name} has no UTC offset")
     return moment
+
+
+def format_rfc3339(timestamp: float) -> str:
+    """Epoch seconds as the box's local time with its offset: '2026-11-23T14:00:00-06:00'."""
+    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
+
+
+def now_rfc3339() -> str:
+    """Now, as `format_rfc3339` writes it."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from app.journal import Kept
 from app.money import ZERO, fmt_decimal, fmt_money
 from app.pos.model import Line, Request, TransactionData
+from provisioning.rfc3339 import format_rfc3339, now_rfc3339
 
 SALE_KINDS = ("item", "merchandise", "fuel")
 
@@ -142,17 +142,9 @@ def unreadable_body(identity: Identity, kept: Kept, error: str) -> dict[str, Any
         "raw": base64.b64encode(kept.raw).decode("ascii"),
         "error": error[:MAX_ERROR_CHARS],
         "pos": {"dialect": kept.dialect},
-        "occurred_at": rfc3339(kept.received_at),
+        "occurred_at": format_rfc3339(kept.received_at),
         "recorded_at": now_rfc3339(),
     }
 
 
 MAX_ERROR_CHARS = 500
-
-
-def rfc3339(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp).astimezone().isoformat(timespec="seconds")
-
-
-def now_rfc3339() -> str:
-    return datetime.now().astimezone().isoformat(timespec="seconds")

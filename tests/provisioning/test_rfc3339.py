@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from provisioning.rfc3339 import parse_rfc3339
+from provisioning.rfc3339 import format_rfc3339, now_rfc3339, parse_rfc3339
 
 
 def test_offsets_and_z_are_moments():
@@ -30,3 +30,10 @@ def test_what_is_wrong_is_said(value, says):
     with pytest.raises(ValueError) as caught:
         parse_rfc3339(value, "expires_at")
     assert str(caught.value) == says
+
+
+def test_the_box_writes_what_it_reads():
+    written = format_rfc3339(1_700_000_000.7)
+    assert parse_rfc3339(written).timestamp() == 1_700_000_000  # to the second, with its offset
+    now = parse_rfc3339(now_rfc3339())
+    assert abs(now.timestamp() - datetime.now(UTC).timestamp()) < 5
