@@ -5,13 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 
+from provisioning.redaction import mask_id
 
-def mask_id(value: str | None) -> str:
-    """A loyalty ID as logs and the status page may show it: only the last 4 characters."""
-    if not value:
-        return "-"
-    tail = value[-4:]
-    return "*" * min(max(len(value) - 4, 0), 6) + tail if len(value) > 4 else "*" * len(value)
+__all__ = ["mask_id", "setup_logging"]
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -41,7 +41,6 @@ from __future__ import annotations
 import gzip
 import logging
 import random
-import re
 import threading
 import time
 import uuid
@@ -52,6 +51,7 @@ from typing import Any
 
 from provisioning.api import HostClient, HostError
 from provisioning.clock import SYSTEM_CLOCK, Clock
+from provisioning.redaction import redact_log_text
 from provisioning.rfc3339 import format_rfc3339, now_rfc3339
 from provisioning.store import CREDENTIALS_FILE, Credentials, CredentialStore, JsonDocument
 from provisioning.version import software_version as installed_version
@@ -651,50 +651,7 @@ def _pruned(commands: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {k: c for k, c in commands.items() if k not in drop}
 
 
-# Log redaction and packing.
-
-REDACTED = "[REDACTED]"
-_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9\-._~+/=]+")
-_SECRET_FIELD = re.compile(
-    r"""(?ix)
-    (\b(?:pin|pin_?code|passcode|password|passwd|pwd|secret|device_token|token|api_key)
-     ["']?\s*[:=]\s*)
-    ("[^"\n]*"|'[^'\n]*'|[^\s"',;&}]+)
-    """
-)
-_DIGITS = re.compile(r"(?<![0-9])[0-9]{8,}(?![0-9])")
-_PHONE = re.compile(r"(?<![0-9])\(?[2-9][0-9]{2}\)?[-. ][0-9]{3}[-. ][0-9]{4}(?![0-9])")
-MIN_SECRET_LEN = 4
-
-
-def _redact_field(match: re.Match[str]) -> str:
-    value = match.group(2)
-    quote = value[0] if value[:1] in ("'", '"') else ""
-    return f"{match.group(1)}{quote}{REDACTED}{quote}"
-
-
-def _mask_digits(match: re.Match[str]) -> str:
-    digits = re.sub(r"[^0-9]", "", match.group(0))
-    return "*" * min(len(digits) - 4, 6) + digits[-4:]
-
-
-def redact_log_text(
-    text: str, tokens: list[str | None] | None = None, secrets: list[str] | None = None
-) -> str:
-    """Log text fit to leave the box: tokens (`Bearer ...`, the literal current and pending
-    tokens), PINs and passwords (`pin=1234`, `"password": "..."`, the literal `secrets`) are
-    replaced by [REDACTED]; loyalty IDs (runs of 8+ digits, formatted US phone numbers) keep
-    only their last 4 digits (`******1234`)."""
-    literals = [s for s in [*(tokens or []), *(secrets or [])] if s and len(s) >= MIN_SECRET_LEN]
-    for secret in sorted(set(literals), key=len, reverse=True):
-        if secret.isdigit():  # a PIN: whole numbers only, not the middle of another number
-            text = re.sub(rf"(?<![0-9]){re.escape(secret)}(?![0-9])", REDACTED, text)
-        else:
-            text = text.replace(secret, REDACTED)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-    text = _SECRET_FIELD.sub(_redact_field, text)
-    text = _PHONE.sub(_mask_digits, text)
-    return _DIGITS.sub(_mask_digits, text)
+# Log packing (the redaction is provisioning/redaction.py's).
 
 
 def pack_logs(text: str, max_bytes: int = MAX_LOG_BYTES) -> tuple[bytes, int, int]:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.logs import mask_id
+from provisioning.redaction import REDACTED, cut_secrets, mask_id
 
-REDACTED = "<redacted>"
 SECRET_KEYS = frozenset({"token", "pin", "password", "secret", "secret_key", "api_key"})
 ID_KEYS = frozenset({"loyalty_id", "masked_id", "loyalty_id_masked", "masked_loyalty_id", "pan"})
-MIN_SECRET_LEN = 4  # shorter "secrets" would cut ordinary text to pieces
 
 
 def redact(value: Any, key: str = "") -> Any:
@@ -36,7 +34,5 @@ def redact(value: Any, key: str = "") -> Any:
 
 
 def scrub_text(text: str, secrets: list[str | None]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= MIN_SECRET_LEN:
-            text = text.replace(secret, REDACTED)
-    return text
+    """`text` with the known secrets cut out (wherever they stand, even inside a number)."""
+    return cut_secrets(text, secrets)

@@ -14,6 +14,7 @@ import pytest
 
 from app.status import auth
 from app.status.web import create_app
+from provisioning.redaction import REDACTED
 from tests.status.conftest import PIN, sale, wait_for
 
 
@@ -274,7 +275,7 @@ def test_diagnostics_bundle_has_config_without_secrets_status_and_logs(status_si
     files = {name.split("/", 1)[1]: archive.read(name).decode() for name in archive.namelist()}
     assert set(files) == {"config.json", "status.json", "verdict.txt", "log.txt"}
     config = json.loads(files["config.json"])
-    assert config["host"]["token"] == "<redacted>" and config["status"]["pin"] == "<redacted>"
+    assert config["host"]["token"] == REDACTED and config["status"]["pin"] == REDACTED
     assert config["host"]["device_id"] == "D-DEMO"
     status = json.loads(files["status.json"])
     assert status["counters"]["request.GetRewards"] == 1

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from app.pos import simulator as sim
+from provisioning.redaction import REDACTED
 from tests.status.conftest import PHONE, PIN, sale
 
 QR_ID = "QRLOYALTY7F3A9C2E1B55"  # a loyalty app's QR code, as the POS scanner reads it
@@ -69,7 +70,9 @@ def test_no_full_id_token_or_pin_anywhere(sold):
     assert leaks == {}
     logs = next(text for name, text in shown.items() if name.endswith("/log.txt"))
     assert "******0123" in logs and "******1B55" in logs  # the sales are there, masked
-    assert '"token": "<redacted>"' in next(t for n, t in shown.items() if n.endswith("config.json"))
+    assert f'"token": "{REDACTED}"' in next(
+        t for n, t in shown.items() if n.endswith("config.json")
+    )
 
 
 def test_ids_and_secrets_from_sections_still_to_come_are_masked_anyway(sold):
