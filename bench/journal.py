@@ -31,6 +31,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.journal import Journal  # noqa: E402
+from tests.host_samples import (  # noqa: E402
+    EXAMPLE_TIME,
+    fuel_line,
+    item_line,
+    pos_section,
+    rewards_body,
+    transaction_event,
+)
 
 DAY = 86_400.0
 PREFILL_DAYS = 60  # the prefilled history spreads over this many days before now
@@ -38,76 +46,37 @@ PREFILL_DAYS = 60  # the prefilled history spreads over this many days before no
 
 def finalize_body(n: int) -> dict:
     """A finalize event body shaped like the host API's, about 1.5 KB as compact JSON."""
-    phone = f"512555{n % 10_000:04d}"
-    return {
-        "device_id": "D-1",
-        "site_id": "S-1001",
-        "session_id": f"CB{n:012d}",
-        "pos": {
-            "dialect": "passport",
-            "vendor": "Gilbarco",
-            "model_version": "12.23.03.02",
-            "interface_version": "1.2",
-            "store_location_id": "S-1001",
-            "register_id": str(1 + n % 4),
-            "pos_transaction_id": str(8000 + n),
-            "pos_sequence_id": str(40000 + n),
-            "outside_sale": False,
-            "offline": False,
-        },
-        "loyalty_id": {"value": phone, "entry_method": "manual", "source": "pos"},
-        "customer": {"age_verified": None},
-        "basket": {
-            "lines": [
-                {
-                    "line_number": 1,
-                    "kind": "item",
-                    "status": "normal",
-                    "code_format": "upcA",
-                    "code": "028200003843",
-                    "description": "MARLBORO GOLD BOX",
-                    "department": "TOBACCO",
-                    "quantity": "2",
-                    "unit_price": "9.49",
-                    "regular_price": "9.49",
-                    "amount": "18.98",
-                },
-                {
-                    "line_number": 2,
-                    "kind": "item",
-                    "status": "normal",
-                    "code_format": "upcA",
-                    "code": "049000000443",
-                    "description": "COCA COLA 20OZ",
-                    "department": "BEVERAGE",
-                    "quantity": "1",
-                    "unit_price": "2.29",
-                    "regular_price": "2.29",
-                    "amount": "2.29",
-                },
-                {
-                    "line_number": 3,
-                    "kind": "fuel",
-                    "status": "normal",
-                    "grade": "001",
-                    "fuel_position": "3",
-                    "quantity": "10.000",
-                    "unit_price": "3.459",
-                    "amount": "34.59",
-                    "prepay": True,
-                },
-            ],
-            "total": "55.86",
-        },
-        "occurred_at": "2026-11-23T14:00:00-06:00",
-        "event": "finalize",
-        "tenders": [{"code": "cash", "amount": "60.00"}],
-        "rewards_applied": [{"reward_id": "SD-1", "target_line": 1, "amount": "1.00"}],
-        "decision": {"origin": "host", "policy_version": None, "rule": None},
-        "points_redeemed": "0",
-        "final_total": "54.86",
-        "receipt_note": "TOBACCO LOYALTY DISCOUNT - THANK YOU FOR SHOPPING WITH US",
-    }
+    lines = [
+        item_line(1),
+        item_line(
+            2,
+            code="049000000443",
+            description="COCA COLA 20OZ",
+            department="BEVERAGE",
+            quantity="1",
+            unit_price="2.29",
+            amount="2.29",
+        ),
+        fuel_line(3),
+    ]
+    pos = pos_section(
+        register_id=str(1 + n % 4),
+        pos_transaction_id=str(8000 + n),
+        pos_sequence_id=str(40000 + n),
+    )
+    return transaction_event(
+        rewards_body(
+            f"512555{n % 10_000:04d}",
+            lines=lines,
+            total="55.86",
+            device_id="D-1",
+            session_id=f"CB{n:012d}",
+            pos=pos,
+            occurred_at=EXAMPLE_TIME,
+        ),
+        final_total="54.86",
+        receipt_note="TOBACCO LOYALTY DISCOUNT - THANK YOU FOR SHOPPING WITH US",
+    )
 
 
 def ms(seconds: float) -> str:

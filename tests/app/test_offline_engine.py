@@ -20,13 +20,20 @@ from app.offline.engine import HOST_LAST_OK_AT, OfflineDecision, OfflineEngine
 from app.offline.policy import MAX_CLOCK_SKEW_S, PolicyManager
 from app.programs.policy import sign_policy
 from provisioning.api import HostClient
+from tests.host_samples import (
+    EXAMPLE_TIME,
+    MARLBORO,
+    PHONE,
+    fuel_line,
+    item_line,
+    pos_section,
+    rewards_body,
+)
 
 SITE = "S-1001"
 NOW = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
 TODAY = date(2026, 11, 23)  # the site's local date at NOW
 HOUR = 3600.0
-PHONE = "5124671234"
-MARLBORO = "028200003843"
 
 PROGRAM: dict[str, Any] = {
     "program_id": "scan-data",
@@ -138,33 +145,10 @@ def policy_with(program: dict[str, Any] | None = None, **changes: Any) -> dict[s
 
 def line(number: int = 1, code: str = MARLBORO, qty: str = "2", price: str = "9.49", **kw: Any):
     amount = str(Decimal(qty) * Decimal(price))
-    return {
-        "line_number": number,
-        "kind": "item",
-        "status": "normal",
-        "code_format": "upcA",
-        "code": code,
-        "description": "MARLBORO GOLD BOX",
-        "department": "TOBACCO",
-        "quantity": qty,
-        "unit_price": price,
-        "regular_price": price,
-        "amount": amount,
-        **kw,
-    }
+    return {**item_line(number, code=code, quantity=qty, unit_price=price, amount=amount), **kw}
 
 
-FUEL = {
-    "line_number": 9,
-    "kind": "fuel",
-    "status": "normal",
-    "grade": "001",
-    "fuel_position": "3",
-    "quantity": "10.000",
-    "unit_price": "3.459",
-    "amount": "34.59",
-    "prepay": True,
-}
+FUEL = fuel_line(9)
 
 
 def body(
@@ -174,30 +158,17 @@ def body(
     offline: bool = False,
 ) -> dict[str, Any]:
     """A /v1/rewards request body exactly as host-api.md shows it."""
-    lines = [line()] if lines is None else lines
-    return {
-        "device_id": "D-1",
-        "site_id": SITE,
-        "session_id": "s-1",
-        "pos": {
-            "dialect": "passport",
-            "vendor": "Gilbarco",
-            "model_version": "12.23.03.02",
-            "interface_version": "1.2",
-            "store_location_id": SITE,
-            "register_id": "1",
-            "pos_transaction_id": "8812",
-            "pos_sequence_id": "40464",
-            "outside_sale": False,
-            "offline": offline,
-        },
-        "loyalty_id": None
-        if loyalty_id is None
-        else {"value": loyalty_id, "entry_method": "manual", "source": "pos"},
-        "customer": {"age_verified": age_verified},
-        "basket": {"lines": lines, "total": "18.98"},
-        "occurred_at": "2026-11-23T14:00:00-06:00",
-    }
+    return rewards_body(
+        loyalty_id,
+        lines=[line()] if lines is None else lines,
+        total="18.98",
+        device_id="D-1",
+        site_id=SITE,
+        session_id="s-1",
+        pos=pos_section(store_location_id=SITE, offline=offline),
+        age_verified=age_verified,
+        occurred_at=EXAMPLE_TIME,
+    )
 
 
 def granted(decision: OfflineDecision, discount: str) -> None:

@@ -16,7 +16,9 @@ import pytest
 import requests
 import yaml
 
+from tests import host_samples
 from tests.conftest import SHARED
+from tests.host_samples import CAMEL, item_line, pos_section, rewards_body
 from tests.openapi import json_schema
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -161,60 +163,31 @@ def test_schemas_reject_floats_for_money():
 
 
 def rewards_request(phone: str | None = "5124671234") -> dict[str, Any]:
-    body = {
-        "device_id": DEMO,
-        "site_id": "S-1001",
-        "session_id": "LS-9",
-        "pos": {
-            "dialect": "passport",
-            "vendor": "Gilbarco",
-            "model_version": "12.23.03.02",
-            "interface_version": "1.2",
-            "store_location_id": "S-1001",
-            "register_id": "1",
-            "pos_transaction_id": None,
-            "pos_sequence_id": "40464",
-            "outside_sale": False,
-            "offline": False,
-        },
-        "loyalty_id": {"value": phone, "entry_method": "scanned", "source": "reader"}
-        if phone
-        else None,
-        "customer": {"age_verified": True},
-        "basket": {
-            "lines": [
-                {
-                    "line_number": 1,
-                    "kind": "item",
-                    "status": "normal",
-                    "code_format": "upcA",
-                    "code": "012300000147",
-                    "description": "CAMEL",
-                    "department": "TOBACCO",
-                    "quantity": "1",
-                    "unit_price": "8.99",
-                    "regular_price": "8.99",
-                    "amount": "8.99",
-                },
-            ],
-            "total": "8.99",
-        },
-        "occurred_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
+    camel = item_line(
+        1, code=CAMEL, description="CAMEL", quantity="1", unit_price="8.99", amount="8.99"
+    )
+    body = rewards_body(
+        phone,
+        session_id="LS-9",
+        pos=pos_section(pos_transaction_id=None),
+        entry_method="scanned",
+        source="reader",
+        age_verified=True,
+        lines=[camel],
+    )
     validate(body, request_schema("/v1/rewards", "post"))  # the test speaks the contract too
     return body
 
 
 def transaction_event(event: str = "finalize") -> dict[str, Any]:
-    body = {
-        **rewards_request(),
-        "event": event,
-        "tenders": [{"code": "credit", "amount": "8.49"}],
-        "rewards_applied": [{"reward_id": "scan-data-1", "target_line": 1, "amount": "0.50"}],
-        "decision": {"origin": "offline", "policy_version": 7, "rule": "granted"},
-        "points_redeemed": "0",
-        "final_total": "8.49",
-    }
+    body = host_samples.transaction_event(
+        rewards_request(),
+        event=event,
+        tenders=[{"code": "credit", "amount": "8.49"}],
+        rewards_applied=[{"reward_id": "scan-data-1", "target_line": 1, "amount": "0.50"}],
+        decision={"origin": "offline", "policy_version": 7, "rule": "granted"},
+        final_total="8.49",
+    )
     validate(body, request_schema("/v1/transactions", "post"))
     return body
 

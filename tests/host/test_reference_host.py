@@ -16,9 +16,10 @@ import requests
 from app.host.reference import keys
 from app.host.reference.server import start_in_thread
 from app.programs.policy import verify_policy
+from tests.host_samples import PHONE as VALID_PHONE
+from tests.host_samples import rewards_body, transaction_event
 
 DEMO = "D-DEMO"
-VALID_PHONE = "5124671234"
 
 
 def call(http, host, method, path, token="demo-token", key=None, **kwargs):
@@ -31,72 +32,9 @@ def call(http, host, method, path, token="demo-token", key=None, **kwargs):
     return http.request(method, host.url + path, headers=headers, **kwargs)
 
 
-def rewards_body(phone: str | None = VALID_PHONE) -> dict:
-    """host-api.md's example basket, today, with a loyalty ID that is a valid phone."""
-    return {
-        "device_id": DEMO,
-        "site_id": "S-1001",
-        "session_id": "LS-1",
-        "pos": {
-            "dialect": "passport",
-            "vendor": "Gilbarco",
-            "model_version": "12.23.03.02",
-            "interface_version": "1.2",
-            "store_location_id": "S-1001",
-            "register_id": "1",
-            "pos_transaction_id": "8812",
-            "pos_sequence_id": "40464",
-            "outside_sale": False,
-            "offline": False,
-        },
-        "loyalty_id": (
-            {"value": phone, "entry_method": "manual", "source": "pos"} if phone else None
-        ),
-        "customer": {"age_verified": None},
-        "basket": {
-            "lines": [
-                {
-                    "line_number": 1,
-                    "kind": "item",
-                    "status": "normal",
-                    "code_format": "upcA",
-                    "code": "028200003843",
-                    "description": "MARLBORO GOLD BOX",
-                    "department": "TOBACCO",
-                    "quantity": "2",
-                    "unit_price": "9.49",
-                    "regular_price": "9.49",
-                    "amount": "18.98",
-                },
-                {
-                    "line_number": 2,
-                    "kind": "fuel",
-                    "status": "normal",
-                    "grade": "001",
-                    "fuel_position": "3",
-                    "quantity": "10.000",
-                    "unit_price": "3.459",
-                    "amount": "34.59",
-                    "prepay": True,
-                },
-            ],
-            "total": "53.57",
-        },
-        "occurred_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
-
-
 def finalize_body(phone: str | None = VALID_PHONE, discount: str | None = "1.00") -> dict:
     applied = [{"reward_id": "scan-data-1", "target_line": 1, "amount": discount}]
-    return {
-        **rewards_body(phone),
-        "event": "finalize",
-        "tenders": [{"code": "cash", "amount": "60.00"}],
-        "rewards_applied": applied if discount else [],
-        "decision": {"origin": "host", "policy_version": None, "rule": None},
-        "points_redeemed": "0",
-        "final_total": "52.57",
-    }
+    return transaction_event(rewards_body(phone), rewards_applied=applied if discount else [])
 
 
 def assert_error(reply, status, code=None):

@@ -4,9 +4,9 @@ from datetime import date
 import pytest
 
 from app.programs.scan_data import Decision, evaluate
+from tests.host_samples import MARLBORO, PHONE, fuel_line, item_line
 
 TODAY = date(2026, 11, 23)
-PHONE = "5124671234"
 
 
 def program(**changes):
@@ -29,35 +29,13 @@ def program(**changes):
     return base
 
 
-def item(number, quantity="2", amount="18.98", code="028200003843", department="TOBACCO", **kw):
-    line = {
-        "line_number": number,
-        "kind": "item",
-        "status": "normal",
-        "code_format": "upcA",
-        "code": code,
-        "description": "MARLBORO GOLD BOX",
-        "department": department,
-        "quantity": quantity,
-        "unit_price": "9.49",
-        "regular_price": "9.49",
-        "amount": amount,
-    }
+def item(number, quantity="2", amount="18.98", code=MARLBORO, department="TOBACCO", **kw):
+    line = item_line(number, code=code, department=department, quantity=quantity, amount=amount)
     line.update(kw)
     return line
 
 
-FUEL = {
-    "line_number": 2,
-    "kind": "fuel",
-    "status": "normal",
-    "grade": "001",
-    "fuel_position": "3",
-    "quantity": "10.000",
-    "unit_price": "3.459",
-    "amount": "34.59",
-    "prepay": True,
-}
+FUEL = fuel_line(2)
 
 
 def run(
