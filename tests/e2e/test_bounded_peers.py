@@ -20,6 +20,7 @@ from app.pos.framing import PassportFramer, encode_passport
 from tests import floods
 from tests.boxproc import start_box, write_config
 from tests.ports import free_port
+from tests.waiting import wait_for
 
 DEADLINE_S = 1.5
 BURST = 1000
@@ -43,15 +44,6 @@ def box_with(reference_host, tmp_path) -> Iterator[Callable[..., Box]]:
     yield make
     for box in boxes:
         box.stop()
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def open_connections(box: Box) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import socket
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -18,18 +17,10 @@ from app.pos import simulator as sim
 from app.pos.framing import encode_passport
 from app.pos.model import Request
 from app.pos.xmlcodec import read_response, write_request
+from tests.waiting import wait_for
 
 PHONE = "2142840123"
 TOBACCO = "028200003843"
-
-
-def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def _sale(counter: sim.SequenceCounter):
@@ -79,7 +70,7 @@ def test_huge_number_finalize_is_kept_acknowledged_and_sent_as_unreadable(refere
         assert pos.send(sim.online_status(counter.next())).prompt_for_loyalty is True
     event_id = _assert_kept(box, raw)
     assert box.journal.get_event(event_id).kind == "unreadable"
-    assert _wait_for(lambda: _host_events(reference_host, "unreadable"))
+    assert wait_for(lambda: _host_events(reference_host, "unreadable"))
     (event,) = _host_events(reference_host, "unreadable")
     assert base64.b64decode(event["body"]["raw"]) == raw
     assert event["body"]["request_type"] == "FinalizeRewards"
@@ -181,7 +172,7 @@ def test_a_failure_at_any_step_never_ends_acknowledged_and_lost(
             assert read_response(pos.send_raw(raw)).stem == "FinalizeRewards"
         event_id = _assert_kept(box, raw)
     assert box.journal.get_event(event_id).kind == kind
-    assert _wait_for(lambda: len(_host_events(reference_host, kind)) == 1)
+    assert wait_for(lambda: len(_host_events(reference_host, kind)) == 1)
     assert [e["idempotency_key"] for e in reference_host.store.events()] == [event_id]
     assert all(state != "kept" for _, state, _ in _kept_rows(box))
 

@@ -17,19 +17,11 @@ from app.host.reference.store import HostStore
 from app.pos import simulator as sim
 from tests.boxproc import start_box, write_config
 from tests.ports import free_port
+from tests.waiting import wait_for
 
 HEARTBEAT_S = 5
 TIMEOUT_S = 2
 PHONE = "2142840123"
-
-
-def _wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 class Site:
@@ -84,15 +76,15 @@ def site(tmp_path):
 
 
 def test_stopped_host_and_its_return_are_seen_without_traffic(site):
-    assert _wait_for(lambda: site.host_block()["state"] == "online", 20)
-    assert _wait_for(lambda: "All Systems Online" in site.verdict(), 10), site.verdict()
+    assert wait_for(lambda: site.host_block()["state"] == "online", 20)
+    assert wait_for(lambda: "All Systems Online" in site.verdict(), 10), site.verdict()
 
     site.host.stop()
     stopped = time.monotonic()
     # The heartbeat notices within one interval plus its timeout (and some slack for CI).
-    assert _wait_for(lambda: site.host_block()["state"] == "down", HEARTBEAT_S + TIMEOUT_S + 5)
+    assert wait_for(lambda: site.host_block()["state"] == "down", HEARTBEAT_S + TIMEOUT_S + 5)
     noticed = time.monotonic() - stopped
-    assert _wait_for(lambda: not site.host_block()["diagnosing"], 15)
+    assert wait_for(lambda: not site.host_block()["diagnosing"], 15)
     host = site.host_block()
     # One truth: the API, the page, the metrics and the layered table agree.
     assert host["diagnosis"]["failed_layer"] == "tcp", host["diagnosis"]
@@ -105,12 +97,12 @@ def test_stopped_host_and_its_return_are_seen_without_traffic(site):
     beats_before = len(site.store.heartbeats())
     site.start_host()  # back, and still nobody sells anything
     back = time.monotonic()
-    assert _wait_for(lambda: "All Systems Online" in site.verdict(), 20), site.verdict()
+    assert wait_for(lambda: "All Systems Online" in site.verdict(), 20), site.verdict()
     recovered = time.monotonic() - back
     assert site.metric_state() == "online"
     assert site.get("/api/status").json()["network"]["check"]["ok"] is True
     # The first heartbeat that reaches the host after the outage says online.
-    assert _wait_for(lambda: len(site.store.heartbeats()) > beats_before, HEARTBEAT_S + 5)
+    assert wait_for(lambda: len(site.store.heartbeats()) > beats_before, HEARTBEAT_S + 5)
     first_after = site.store.heartbeats()[beats_before]
     assert first_after["status"] == "online"
     # Offline hours count from the last contact of any kind: the heartbeats reset it.
@@ -119,7 +111,7 @@ def test_stopped_host_and_its_return_are_seen_without_traffic(site):
 
 
 def test_after_a_hang_the_next_sale_is_the_hosts(site):
-    assert _wait_for(lambda: site.host_block()["state"] == "online", 20)
+    assert wait_for(lambda: site.host_block()["state"] == "online", 20)
     counter = sim.SequenceCounter()
     with sim.PosClient("127.0.0.1", site.pos_port) as pos:
 

@@ -8,6 +8,7 @@ import time
 from app.box import Box
 from app.demo import demo_config
 from app.pos import simulator as sim
+from tests.waiting import wait_for
 
 PHONE = "2142840123"
 
@@ -22,15 +23,6 @@ def _fresh_box(tmp_path, host_url: str, claim: str) -> Box:
     return box
 
 
-def _wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _tobacco_sale(box: Box):
     counter = sim.SequenceCounter()
     txn = sim.transaction(
@@ -43,12 +35,12 @@ def _tobacco_sale(box: Box):
 def test_fresh_box_enrolls_then_relays_and_is_managed(tmp_path, reference_host):
     box = _fresh_box(tmp_path, reference_host.url, "DEMO-0001")
     try:
-        assert _wait_for(box.management.enrolled.is_set), box.status()["enrollment"]
+        assert wait_for(box.management.enrolled.is_set), box.status()["enrollment"]
         device_id = box.host_client.device_id
         assert device_id and box.status()["enrollment"]["state"] == "enrolled"
         credentials = tmp_path / "data" / "credentials.json"
         assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
-        assert _wait_for(lambda: box.policies.current() is not None)
+        assert wait_for(lambda: box.policies.current() is not None)
 
         answer = _tobacco_sale(box)
         assert [r.reward_id for r in answer.add_rewards] == ["scan-data-1"]
@@ -59,7 +51,7 @@ def test_fresh_box_enrolls_then_relays_and_is_managed(tmp_path, reference_host):
         reference_host.store.queue_command(device_id, "sync_config", {})
         reference_host.store.queue_command(device_id, "rediscover", {})
         box.management.agent.heartbeat_now()
-        assert _wait_for(lambda: all(c["result"] for c in reference_host.store.commands(device_id)))
+        assert wait_for(lambda: all(c["result"] for c in reference_host.store.commands(device_id)))
         results = {c["type"]: c["result"] for c in reference_host.store.commands(device_id)}
         assert results["sync_config"]["ok"] is True
         assert "rediscovered" in results["rediscover"]["detail"]
@@ -72,7 +64,7 @@ def test_fresh_box_enrolls_then_relays_and_is_managed(tmp_path, reference_host):
 def test_wrong_claim_code_is_shown_and_nothing_uses_a_token(tmp_path, reference_host):
     box = _fresh_box(tmp_path, reference_host.url, "WRONG-9999")
     try:
-        assert _wait_for(lambda: box.status()["enrollment"]["state"] == "claim_rejected")
+        assert wait_for(lambda: box.status()["enrollment"]["state"] == "claim_rejected")
         answer = _tobacco_sale(box)  # the POS is still answered, without a discount
         assert answer.add_rewards == []
         counter = sim.SequenceCounter()
@@ -115,11 +107,11 @@ def test_enroll_command_from_a_shell(tmp_path, reference_host):
 def test_revoked_token_stops_host_calls_but_sales_are_journaled(tmp_path, reference_host):
     box = _fresh_box(tmp_path, reference_host.url, "DEMO-0001")
     try:
-        assert _wait_for(box.management.enrolled.is_set)
+        assert wait_for(box.management.enrolled.is_set)
         device_id = box.host_client.device_id
         reference_host.store.revoke_token(device_id)
         _tobacco_sale(box)  # the first call after the revocation meets the 401
-        assert _wait_for(lambda: box.status()["host"]["unauthorized"])
+        assert wait_for(lambda: box.status()["host"]["unauthorized"])
         before = len(reference_host.store.rewards_requests())
         for _ in range(3):
             assert _tobacco_sale(box).loyalty_id_text == "ACCEPTED OFFLINE"
@@ -144,11 +136,11 @@ def test_enrolls_when_the_host_appears_and_never_calls_it_with_a_token_before(tm
     box = _fresh_box(tmp_path, f"http://127.0.0.1:{port}", "DEMO-0001")
     host = None
     try:
-        assert _wait_for(lambda: box.status()["enrollment"]["state"] == "host_unreachable")
+        assert wait_for(lambda: box.status()["enrollment"]["state"] == "host_unreachable")
         _tobacco_sale(box)  # sales go on meanwhile: journaled, no host call
         time.sleep(1.5)
         host = start_in_thread("127.0.0.1", port)  # the host appears
-        assert _wait_for(box.management.enrolled.is_set, timeout=20)
+        assert wait_for(box.management.enrolled.is_set, timeout=20)
         assert host.store.rewards_requests() == []  # the sale before enrollment never went out
         _tobacco_sale(box)
         [sent] = host.store.rewards_requests()
@@ -175,7 +167,7 @@ def test_the_providers_config_takes_effect_without_a_restart_and_after_one(tmp_p
             box = Box(box_config)
             box.start()
             try:
-                assert _wait_for(lambda b=box: b.service.deadline_s == 0.9)
+                assert wait_for(lambda b=box: b.service.deadline_s == 0.9)
                 assert box.management.agent.snapshot()["interval_s"] == 7
                 [binding] = box.readers.bindings
                 assert (binding.register_id, binding.match) == ("2", {"vendor_id": "0acd"})
@@ -188,11 +180,11 @@ def test_the_providers_config_takes_effect_without_a_restart_and_after_one(tmp_p
 def test_technician_reenrolls_after_a_revoked_token(tmp_path, reference_host):
     box = _fresh_box(tmp_path, reference_host.url, "DEMO-0001")
     try:
-        assert _wait_for(box.management.enrolled.is_set)
+        assert wait_for(box.management.enrolled.is_set)
         old_device = box.host_client.device_id
         reference_host.store.revoke_token(old_device)
         _tobacco_sale(box)
-        assert _wait_for(lambda: box.status()["host"]["unauthorized"])
+        assert wait_for(lambda: box.status()["host"]["unauthorized"])
         reference_host.store.add_claim_code("SITE-0002", "S-1001")
         box.config.provisioning.claim_code = "SITE-0002"  # the support desk issued a new code
         ok, detail = box.management.reenroll()
@@ -235,7 +227,7 @@ def test_update_command_restarts_into_the_new_release_which_reports_it(tmp_path,
         config.provisioning.software_root = root
         box = Box(config)
         box.start()
-        assert _wait_for(box.management.enrolled.is_set)
+        assert wait_for(box.management.enrolled.is_set)
         return box
 
     try:
@@ -259,7 +251,7 @@ def test_update_command_restarts_into_the_new_release_which_reports_it(tmp_path,
 
         second = box_on_disk()  # the restarted service
         try:
-            assert _wait_for(
+            assert wait_for(
                 lambda: any(
                     c["result"]
                     for c in reference_host.store.commands("D-DEMO")

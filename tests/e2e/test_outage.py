@@ -14,18 +14,10 @@ import requests
 
 from app.host.reference.server import start_in_thread
 from app.pos import simulator as sim
+from tests.waiting import wait_for
 
 DEADLINE_MS = 400
 REPEAT_PHONE = "2142840123"
-
-
-def _wait_for(predicate, timeout=10.0, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
 
 
 def _sale(pos, counter, phone, upc="028200003843", department="TOBACCO"):
@@ -47,7 +39,7 @@ def test_outage_offline_policy_and_ordered_drain(make_box, outage):
     port = int(host.url.rsplit(":", 1)[1])
     box = make_box(host.url, deadline_ms=DEADLINE_MS)
     try:
-        assert _wait_for(lambda: box.policies.current() is not None), "no policy fetched"
+        assert wait_for(lambda: box.policies.current() is not None), "no policy fetched"
         counter = sim.SequenceCounter()
         with sim.PosClient("127.0.0.1", box.pos_server.port) as pos:
             online, _, _ = _sale(pos, counter, "2142840199")
@@ -79,15 +71,17 @@ def test_outage_offline_policy_and_ordered_drain(make_box, outage):
             assert offline_answers[5][0].add_rewards == []
             assert invalid.add_rewards == [] and invalid.loyalty_id_valid is False
             assert ineligible.add_rewards == []
-            assert box.outbox.snapshot()["depth"] >= 8
+            if outage == "refused":  # a hanging host still takes some events, 3 s each
+                assert box.outbox.snapshot()["depth"] >= 8
 
             # The host comes back.
             if outage == "refused":
                 host = start_in_thread("127.0.0.1", port, store=store)
             else:
-                requests.post(host.url + "/_sim/fault", json={"mode": "ok"}, timeout=5)
+                # Behind the held requests on a loaded machine: give the control call time.
+                requests.post(host.url + "/_sim/fault", json={"mode": "ok"}, timeout=60)
             box.outbox.wake()
-            assert _wait_for(lambda: box.outbox.snapshot()["depth"] == 0, timeout=30)
+            assert wait_for(lambda: box.outbox.snapshot()["depth"] == 0, timeout=30)
 
         events = [e for e in host.store.events() if e["event"] == "finalize"]
         txn_ids = [e["body"]["pos"]["pos_transaction_id"] for e in events]

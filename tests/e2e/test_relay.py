@@ -9,18 +9,10 @@ import pytest
 
 from app.pos import simulator as sim
 from app.pos.model import MESSAGE_STEMS
+from tests.waiting import wait_for
 
 PHONE = "2142840123"
 TOBACCO = "028200003843"
-
-
-def _wait_for(predicate, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def _sale(counter: sim.SequenceCounter, lines=None, register="1"):
@@ -154,7 +146,7 @@ def test_cancel_drops_the_session_and_tells_the_host(reference_host, make_box):
         assert box.sessions.get(session) is None
         # A cancel for a transaction the box never saw still gets its answer.
         pos.send(sim.cancel(counter.next()))
-    assert _wait_for(lambda: [e["event"] for e in reference_host.store.events()] == ["cancel"])
+    assert wait_for(lambda: [e["event"] for e in reference_host.store.events()] == ["cancel"])
     [event] = reference_host.store.events()
     assert event["body"]["session_id"] == session
     assert event["body"]["loyalty_id"]["value"] == PHONE
@@ -167,7 +159,7 @@ def test_reverse_becomes_one_event(reference_host, make_box):
     with sim.PosClient("127.0.0.1", box.pos_server.port) as pos:
         pos.send(sim.reverse(counter.next(), txn))
         pos.send(sim.reverse(counter.next(), txn))
-    assert _wait_for(lambda: len(reference_host.store.events()) == 1)
+    assert wait_for(lambda: len(reference_host.store.events()) == 1)
     assert reference_host.store.events()[0]["event"] == "reverse"
 
 
@@ -193,7 +185,7 @@ def test_pos_answered_within_deadline_when_host_is_dead_or_hangs(
     url = dead_host_url if kind == "dead" else silent_host.url
     box = make_box(url, deadline_ms=300)
     if kind == "dead":  # the link's own probe finds out before any sale
-        assert _wait_for(lambda: box.link.known_down)
+        assert wait_for(lambda: box.link.known_down)
     counter = sim.SequenceCounter()
     with sim.PosClient("127.0.0.1", box.pos_server.port) as pos:
         for _ in range(3):
@@ -229,7 +221,7 @@ def test_host_500_is_a_failure_not_a_crash(reference_host, make_box):
     requests.post(reference_host.url + "/_sim/fault", json={"mode": "error500"}, timeout=5)
     box = make_box(reference_host.url)
     counter = sim.SequenceCounter()
-    assert _wait_for(lambda: box.policies.current() is not None)
+    assert wait_for(lambda: box.policies.current() is not None)
     with sim.PosClient("127.0.0.1", box.pos_server.port) as pos:
         answer = pos.send(sim.get_rewards(counter.next(), _sale(counter), PHONE))
     assert "500" in box.link.last_error
@@ -248,7 +240,7 @@ def test_logs_mask_loyalty_ids(reference_host, make_box, caplog, dead_host_url):
             first = pos.send(sim.get_rewards(counter.next(), txn, PHONE))
             head = sim.header(counter.next(), first.header.loyalty_sequence_id)
             pos.send(sim.finalize(head, txn, PHONE))
-        _wait_for(lambda: False, timeout=0.3)
+        wait_for(lambda: False, timeout=0.3)
     assert caplog.records, "the relay logs what it does"
     assert PHONE not in caplog.text and PHONE[:6] not in caplog.text
     assert "0123" in caplog.text  # the masked form is there
@@ -281,7 +273,7 @@ def test_full_disk_finalize_is_not_acknowledged_and_the_box_keeps_serving(refere
     conn.execute("PRAGMA max_page_count = 1073741823")  # space again
     with sim.PosClient("127.0.0.1", box.pos_server.port) as pos:
         pos.send(sim.finalize(sim.header(counter.next(), offline=True), txn, PHONE))
-    assert _wait_for(lambda: len(reference_host.store.events()) == 1)
+    assert wait_for(lambda: len(reference_host.store.events()) == 1)
 
 
 def test_the_box_records_which_pos_talks_to_it(reference_host, make_box):
@@ -294,7 +286,7 @@ def test_the_box_records_which_pos_talks_to_it(reference_host, make_box):
             "12.23.03.02",
             "4",
         )
-    assert _wait_for(lambda: box.status()["pos"]["past_peers"])
+    assert wait_for(lambda: box.status()["pos"]["past_peers"])
     [peer] = box.status()["pos"]["past_peers"]
     assert peer["peer"].startswith("127.0.0.1:") and peer["dialect"] == "passport"
     assert peer["interface_version"] == "1.2" and peer["messages"] == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -11,15 +10,7 @@ from app.host.reference.server import start_in_thread
 from provisioning.api import HostError
 from provisioning.link import HostLink, LinkState, Refused
 from tests.ports import free_port
-
-
-def _wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -69,7 +60,7 @@ def test_down_diagnoses_at_once_and_recovers_without_traffic():
     link.use("D-DEMO", "demo-token")
     link.start()
     try:
-        assert _wait_for(lambda: link.state is LinkState.ONLINE)  # the first probe
+        assert wait_for(lambda: link.state is LinkState.ONLINE)  # the first probe
         host.stop()
         with pytest.raises(HostError):
             link.client.config()
@@ -77,7 +68,7 @@ def test_down_diagnoses_at_once_and_recovers_without_traffic():
         assert diagnosed.wait(5), "no diagnosis when the link went down"
         assert link.snapshot()["diagnosis"] == {"ok": False, "failed_layer": "tcp"}
         host = start_in_thread("127.0.0.1", port)  # back, and nobody calls it
-        assert _wait_for(lambda: link.state is LinkState.ONLINE)
+        assert wait_for(lambda: link.state is LinkState.ONLINE)
         assert changes[-2:] == [LinkState.DOWN, LinkState.ONLINE]
     finally:
         link.stop()

@@ -7,7 +7,6 @@ by `create_app` on its own loopback port, with a status provider that merges `si
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from app.host.reference.server import start_in_thread
 from app.pos import simulator as sim
 from app.status.web import create_app
 from app.web_server import serve_in_thread, stop_server
+from tests.waiting import wait_for
 
 PIN = "pin-4821"
 PHONE = "2142840123"
@@ -36,15 +36,6 @@ class StatusSite:
 
     def status(self) -> dict[str, Any]:
         return {**self.box.status(), **self.extra}
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def sale(box: Box, loyalty_id: str | None = PHONE, register: str = "1", pos=None, entry="manual"):
