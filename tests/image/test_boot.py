@@ -26,10 +26,19 @@ import pytest
 
 from app.pos import simulator as sim
 from tests.e2e.test_power_loss import pos_load
-from tests.image.qemu import Disk, Machine, image_env, need_tools
+from tests.image.qemu import (
+    BOOT_TIMEOUT_S,
+    RESTART_TIMEOUT_S,
+    UEFI_BOOT_TIMEOUT_S,
+    UEFI_FALLBACK_TIMEOUT_S,
+    WATCHDOG_S,
+    Disk,
+    Machine,
+    image_env,
+    need_tools,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-BOOT_TARGET_S = 90
 CARD = "6000001234567894"
 SWIPE = f"%B{CARD}^LOYAL/JANE^2912101000000000?;{CARD}=29121010000000000000?\r"
 WEDGE_CARD = "6000009876543217"
@@ -93,14 +102,15 @@ def _wait_for_read(vm: Machine, devnode: str, reads: int, timeout: float = 30) -
 # -- one direct-kernel boot of slot A -------------------------------------------------------------
 
 
-def test_status_page_answers_within_90_s_of_power_on(vm):
-    seconds = vm.wait_healthy(BOOT_TARGET_S)
+def test_status_page_answers_after_power_on(vm):
+    # A hung boot fails here; how fast a boot is is bench/boot_time.py's figure, not a test's.
+    seconds = vm.wait_healthy(BOOT_TIMEOUT_S)
     print(f"FIGURE boot -> /healthz 200: {seconds:.1f} s")
     assert vm.check("systemctl is-active connectbox.service") == "active"
 
 
 def test_root_is_read_only_and_the_data_partition_holds_the_state(vm):
-    vm.wait_healthy(BOOT_TARGET_S)
+    vm.wait_healthy(BOOT_TIMEOUT_S)
     assert vm.check("findmnt -no OPTIONS /").split(",")[0] == "ro"
     status, _ = vm.shell("touch /usr/lib/connectbox/x")
     assert status != 0
@@ -127,7 +137,7 @@ def test_root_is_read_only_and_the_data_partition_holds_the_state(vm):
 
 
 def test_firewall_admits_only_the_pos_port_status_page_mdns_and_dhcp(vm):
-    vm.wait_healthy(BOOT_TARGET_S)
+    vm.wait_healthy(BOOT_TIMEOUT_S)
     ruleset = vm.check("nft list ruleset")
     assert "policy drop" in ruleset
     assert "9000" in ruleset and "8080" in ruleset and "5353" in ruleset and "68" in ruleset
@@ -135,7 +145,7 @@ def test_firewall_admits_only_the_pos_port_status_page_mdns_and_dhcp(vm):
 
 
 def test_sale_gets_the_scan_data_discount(vm, reference_host):
-    vm.wait_healthy(BOOT_TARGET_S)
+    vm.wait_healthy(BOOT_TIMEOUT_S)
     lines: list[str] = []
     deadline = time.monotonic() + 60
     while True:  # the box may need a moment to reach the host after /healthz answers
@@ -156,7 +166,7 @@ def test_sale_gets_the_scan_data_discount(vm, reference_host):
 
 
 def test_serial_reader_on_the_second_serial_port_feeds_register_1(vm, reference_host):
-    vm.wait_healthy(BOOT_TARGET_S)
+    vm.wait_healthy(BOOT_TIMEOUT_S)
     with vm.reader_cable() as cable:
         cable.sendall(SWIPE.encode())
         reader = _wait_for_read(vm, "/dev/ttyS1", 1)
@@ -169,7 +179,7 @@ def test_serial_reader_on_the_second_serial_port_feeds_register_1(vm, reference_
 
 
 def test_keyboard_wedge_through_uinput_feeds_register_1(vm, reference_host):
-    vm.wait_healthy(BOOT_TARGET_S)
+    vm.wait_healthy(BOOT_TIMEOUT_S)
     swipe = f";{WEDGE_CARD}=29121010000000000000?\\r"
     output = vm.check(
         f"/opt/connectbox/current/venv/bin/python /usr/lib/connectbox/tests/guest_wedge.py "
@@ -186,7 +196,7 @@ def test_keyboard_wedge_through_uinput_feeds_register_1(vm, reference_host):
 
 
 def test_the_uinput_driver_test_passes_inside_the_image(vm):
-    vm.wait_healthy(BOOT_TARGET_S)
+    vm.wait_healthy(BOOT_TIMEOUT_S)
     output = vm.check(
         "cd /usr/lib/connectbox/tests && /opt/connectbox/current/venv/bin/python -m pytest"
         " -q -p no:cacheprovider test_keyboard_reader.py -k uinput",
@@ -196,16 +206,18 @@ def test_the_uinput_driver_test_passes_inside_the_image(vm):
 
 
 def test_watchdog_restarts_a_frozen_service(vm):
-    vm.wait_healthy(BOOT_TARGET_S)
+    vm.wait_healthy(BOOT_TIMEOUT_S)
     pid = vm.check("systemctl show -p MainPID --value connectbox.service")
     vm.check(f"kill -STOP {pid}")
-    deadline = time.monotonic() + 120  # WatchdogSec=30, then the restart and start-up
+    stopped = time.monotonic()
+    deadline = stopped + WATCHDOG_S + RESTART_TIMEOUT_S
     while True:
         new = vm.check("systemctl show -p MainPID --value connectbox.service")
         if new not in (pid, "0") and vm.healthz() == 200:
             break
         assert time.monotonic() < deadline, vm.check("systemctl status connectbox.service")
         time.sleep(2)
+    print(f"FIGURE watchdog: frozen -> restarted and answering: {time.monotonic() - stopped:.0f} s")
     log = vm.check("journalctl -b -u connectbox.service --no-pager -o cat")
     assert "Watchdog timeout" in log, log[-2000:]
 
@@ -220,7 +232,7 @@ def test_power_cut_mid_finalize_stream_loses_and_repeats_nothing(image, referenc
     machine = Machine(image, tmp_path / "vm", disk=disk.path, snapshot=False).start()
     answered: list[str] = []
     try:
-        machine.wait_healthy(120)
+        machine.wait_healthy(BOOT_TIMEOUT_S)
         identity = machine.check("cat /etc/machine-id; hostname")
         data_mib = int(machine.check("df -m --output=size /data | tail -1"))
         assert data_mib > 1100, f"/data did not grow to the disk: {data_mib} MiB"
@@ -246,7 +258,7 @@ def test_power_cut_mid_finalize_stream_loses_and_repeats_nothing(image, referenc
         reference_host.set_fault("ok", 0)
 
         machine.start()  # power back
-        machine.wait_healthy(120)
+        machine.wait_healthy(BOOT_TIMEOUT_S)
         assert machine.check("cat /etc/machine-id; hostname") == identity
         wanted = set(answered)
         deadline = time.monotonic() + 120
@@ -291,7 +303,7 @@ def test_uefi_a_broken_slot_b_falls_back_to_slot_a(image, reference_host, tmp_pa
     _install_slot_b(disk, None, tries=2)
     machine = Machine(image, tmp_path / "vm", disk=disk.path, uefi=True, snapshot=False).start()
     try:
-        seconds = machine.wait_healthy(600)
+        seconds = machine.wait_healthy(UEFI_FALLBACK_TIMEOUT_S)
         console = machine.console_text()
         assert console.count("root=PARTLABEL=cbroot-b") >= 2, machine.tail()
         assert machine.check("cat /proc/cmdline").count("connectbox.slot=a") == 1
@@ -308,7 +320,7 @@ def test_uefi_a_good_slot_b_boots_and_is_blessed(image, reference_host, tmp_path
     _install_slot_b(disk, Path(image["CONNECTBOX_IMAGE_SLOT"]), tries=3)
     machine = Machine(image, tmp_path / "vm", disk=disk.path, uefi=True, snapshot=False).start()
     try:
-        seconds = machine.wait_healthy(300)
+        seconds = machine.wait_healthy(UEFI_BOOT_TIMEOUT_S)
         print(f"FIGURE UEFI boot of slot B -> /healthz: {seconds:.0f} s")
         assert machine.check("cat /proc/cmdline").count("connectbox.slot=b") == 1
         assert machine.status()["os"]["slot"] == "b"
