@@ -292,11 +292,10 @@ def host_section(status: dict[str, Any], now: float) -> Section:
     network = section(status, "network")
     layers = network_layers(network)
     tables = []
-    if host.get("diagnosing"):
-        rows.append(("Layered check", "running now"))
-    elif layers:
+    if layers:
         checked = network.get("checked_at") or section(network, "check").get("checked_at")
-        rows.append(("Layered check", when(checked, now)))
+        again = " (running again now)" if host.get("diagnosing") else ""
+        rows.append(("Layered check", when(checked, now) + again))
         tables.append(Table(["Check", "Result", "Detail"], [_layer_row(lay) for lay in layers]))
     elif network:
         rows.append(("Layered check", "not run yet"))
