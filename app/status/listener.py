@@ -4,10 +4,11 @@ The limits keep a flood of HTTP clients small next to the POS (which shares this
 GIL): few worker threads, few open channels, small requests, idle channels closed soon. The page
 and the API need no more: a technician's browser, a monitoring probe, a small PIN form.
 
-`stop()` runs in three steps so nothing touches a closed socket or a closed journal: the
-listening socket is closed inside waitress's own loop thread (closing it from another thread is
-what made the loop fail with "Bad file descriptor"), the worker threads finish the requests they
-are serving, then the loop thread closes every channel and its loop ends.
+`stop()` is `app.web_server.stop_server`, the one way every waitress server here is stopped, so
+nothing touches a closed socket or a closed journal: the listening socket is closed inside
+waitress's own loop thread (closing it from another thread is what made the loop fail with "Bad
+file descriptor"), the worker threads finish the requests they are serving, then the loop thread
+closes every channel and its loop ends. A second stop does nothing.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from waitress import wasyncore
-from waitress.server import BaseWSGIServer, create_server
-from waitress.trigger import trigger
+from waitress.server import create_server
+
+from app.web_server import serve_in_thread, stop_server
 
 log = logging.getLogger("connectbox.status")
 
@@ -55,38 +56,8 @@ class StatusListener:
         return int(self.server.effective_listen[0][1])
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.server.run, name="status-web", daemon=True)
-        self._thread.start()
+        self._thread = serve_in_thread(self.server, "status-web")
 
     def stop(self) -> None:
         """Stop accepting, let the requests being served finish, then close every channel."""
-        self._in_loop(self._close_listeners)
-        # Returns once the workers are done (waitress logs any still running at the timeout).
-        self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=STEP_TIMEOUT_S)
-        self._in_loop(lambda: wasyncore.close_all(self._map))
-        if self._thread is not None:
-            self._thread.join(STEP_TIMEOUT_S)
-
-    def _close_listeners(self) -> None:
-        for dispatcher in list(self._map.values()):
-            if isinstance(dispatcher, BaseWSGIServer):
-                dispatcher.accepting = False
-                wasyncore.dispatcher.close(dispatcher)  # its socket only: the trigger stays
-
-    def _in_loop(self, work: Callable[[], None]) -> None:
-        """Run `work` in waitress's loop thread (or here, when that loop is not running)."""
-        pull = next((d for d in self._map.values() if isinstance(d, trigger)), None)
-        if self._thread is None or not self._thread.is_alive() or pull is None:
-            work()
-            return
-        done = threading.Event()
-
-        def step() -> None:
-            try:
-                work()
-            finally:
-                done.set()
-
-        pull.pull_trigger(step)
-        if not done.wait(STEP_TIMEOUT_S):
-            log.warning("status listener did not stop in time")
+        stop_server(self.server, self._thread, STEP_TIMEOUT_S)
