@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from tests.waiting import wait_for
+
 if TYPE_CHECKING:
     from app.box import Box
 
@@ -20,7 +22,6 @@ def wait_until_reading(box: Box, path: str, timeout: float = 10.0) -> None:
     be lost: so wait for the rebind itself, then for the port to be open, then past the window.
     """
     readers = box.readers
-    deadline = time.monotonic() + timeout
 
     def settled() -> bool:
         state = readers.states.get(path)
@@ -31,9 +32,7 @@ def wait_until_reading(box: Box, path: str, timeout: float = 10.0) -> None:
             and state.state == "connected"
         )
 
-    while not settled():
-        assert time.monotonic() < deadline, (readers.bindings, readers.snapshot())
-        time.sleep(0.02)
+    assert wait_for(settled, timeout), (readers.bindings, readers.snapshot())
     # A lower bound, not a hope: "connected" is reported after the port opened, so a swipe
     # written this long after it starts after the banner window, however slow the machine.
     time.sleep(BANNER_WINDOW_S + 0.1)

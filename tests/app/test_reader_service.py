@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -17,15 +16,13 @@ import pytest
 from app.readers import ReaderBinding, ReaderService
 from drivers.discovery import DeviceInfo
 from drivers.virtual import VirtualSerialReader
+from tests.waiting import wait_for
 
 WAIT = 10.0
 
 
 def _wait(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
+    assert wait_for(predicate, WAIT), what
 
 
 def _reader_threads(ptys: list[VirtualSerialReader]) -> list[str]:

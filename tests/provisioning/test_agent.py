@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import random
-import time
 
 import pytest
 
@@ -13,6 +12,7 @@ from provisioning.agent import DEFER, INTERRUPTED, Agent, pack_logs, redact_log_
 from provisioning.api import HostClient, HostError
 from tests.clock import FakeClock
 from tests.provisioning.conftest import enroll
+from tests.waiting import wait_for
 
 STATUS = {
     "status": "degraded",
@@ -298,10 +298,7 @@ def test_thread_heartbeats_and_set_interval_without_restart(host, box):
         return len(host.store.heartbeats(box.creds.device_id))
 
     def wait_for_beats(count: int) -> None:
-        deadline = time.monotonic() + 10
-        while beats() < count:
-            assert time.monotonic() < deadline, f"{beats()} heartbeat(s), not {count}"
-            time.sleep(0.01)
+        assert wait_for(lambda: beats() >= count), f"{beats()} heartbeat(s), not {count}"
 
     agent.start()
     try:

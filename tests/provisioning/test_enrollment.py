@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import stat
 import threading
-import time
 
 import pytest
 
@@ -15,15 +14,7 @@ from provisioning.enrollment import ClaimRejected, Enroller
 from provisioning.store import CREDENTIALS_FILE, CredentialStore
 from tests.ports import free_port
 from tests.provisioning.conftest import SITE, record
-
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+from tests.waiting import wait_for
 
 
 def test_fresh_box_enrolls_and_stores_0600_credentials(host, tmp_path):
