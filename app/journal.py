@@ -8,7 +8,7 @@ is in the write-ahead log and fsync'd, so it survives kill -9 and power loss. It
   `due_events` never lets a later event overtake an earlier pending one. Delivered
   events are kept: they are the audit trail. Nothing is ever deleted.
 - `decisions`: the GetRewards decisions (host or offline), for the audit trail and the offline
-  exposure limits.
+  exposure limits; committed without an fsync of their own (`record_decision` says why).
 - `state`: a tiny key-value table for durable facts such as the last time the host answered.
 - `received`: the exact bytes of every durable POS request (FinalizeRewards, CancelTransaction,
   ...), committed before the box parses them (`keep`). `add_event(received_id=...)` settles a
@@ -16,8 +16,10 @@ is in the write-ahead log and fsync'd, so it survives kill -9 and power loss. It
   settled at the next start.
 
 One connection shared by the POS threads and the outbox thread, serialised by a lock. Every
-write is one explicit `BEGIN IMMEDIATE ... COMMIT`. A database error on write (disk full, I/O
-error) raises `JournalError`; the caller decides what the POS hears.
+write is one explicit `BEGIN IMMEDIATE ... COMMIT`, except GetRewards decisions: committed but
+not fsync'd (see `record_decision`). Checkpoints run on a thread of their own (`_Checkpointer`).
+A database error on write (disk full, I/O error) raises `JournalError`; the caller decides what
+the POS hears.
 
 On start an existing file gets `PRAGMA quick_check`. A file that is not a database or fails the
 check is moved aside (never deleted) with its -wal/-shm files, a fresh journal is created and
@@ -36,6 +38,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -120,6 +123,13 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SETTLED_STATES = ("derived", "duplicate", "no_event")
+# Checkpoints (copying the WAL into the database file, with two fsyncs) run every
+# CHECKPOINT_EVERY_S on a thread of their own, outside the journal's lock. Left to SQLite, one ran
+# every few hundred commits inside the commit that crossed 1,000 WAL pages, and held every POS
+# request up for tens of ms. SQLite still does it there past FALLBACK_CHECKPOINT_PAGES (the
+# thread fell behind, or writes never paused), and then finds most of the WAL already copied.
+CHECKPOINT_EVERY_S = 0.5
+FALLBACK_CHECKPOINT_PAGES = 4000
 
 _EVENT_COLUMNS = (
     "seq, event_id, kind, body, answer, state, attempts, next_attempt_at, last_error, "
@@ -250,6 +260,56 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class _Checkpointer:
+    """Copies the WAL into the database file every CHECKPOINT_EVERY_S while it grows. PASSIVE:
+    it never waits for, nor blocks, the journal's readers and writers. Its connection is opened
+    for each checkpoint only (the box's file descriptors stay as they were). Ends with `close()`,
+    or by itself once its journal is gone without one."""
+
+    def __init__(self, path: Path, owner: object) -> None:
+        self._path = path
+        self._wal = Path(f"{path}-wal")
+        self._owner = weakref.ref(owner)
+        self._seen: tuple[int, int] | None = None  # the WAL's (size, mtime) at the last one
+        self._failing = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="journal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(CHECKPOINT_EVERY_S) and self._owner() is not None:
+            wal = self._wal_state()
+            if wal is not None and wal != self._seen:
+                self._checkpoint()
+                self._seen = self._wal_state()
+
+    def _wal_state(self) -> tuple[int, int] | None:
+        try:
+            found = self._wal.stat()
+        except OSError:
+            return None
+        return found.st_size, found.st_mtime_ns
+
+    def _checkpoint(self) -> None:
+        try:
+            conn = sqlite3.connect(str(self._path), timeout=5.0, isolation_level=None)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                conn.close()
+            self._failing = False
+        except sqlite3.Error as exc:  # the commits' own checkpoint takes over meanwhile
+            if not self._failing:
+                log.warning("journal: background checkpoint failed: %s", exc)
+            self._failing = True
+
+    def close(self) -> None:
+        """Stop the thread, after a checkpoint under way; idempotent."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+
 class Journal:
     def __init__(self, path: str | Path, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
@@ -276,6 +336,7 @@ class Journal:
                 self._conn = self._open()
             except _Corrupt as again:
                 raise JournalError(f"journal: a fresh {self.path} is unusable: {again}") from again
+        self._checkpointer = _Checkpointer(self.path, self)
 
     # ---- opening, checking, migrating ------------------------------------------------------
 
@@ -293,6 +354,7 @@ class Journal:
             if str(mode).lower() != "wal":
                 raise JournalError(f"journal: {self.path} refused WAL mode (got {mode!r})")
             conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
             if existing and not checked:
                 _quick_check(conn)
             _apply_migrations(conn, MIGRATIONS)
@@ -389,6 +451,7 @@ class Journal:
         return self._conn is None
 
     def close(self) -> None:
+        self._checkpointer.close()
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is None:
@@ -456,6 +519,14 @@ class Journal:
         discount: Decimal = Decimal(0),
         loyalty_key: str | None = None,
     ) -> int:
+        """Commit one GetRewards decision, visible at once to `offline_exposure`, without an
+        fsync (synchronous=NORMAL for this one statement).
+
+        The row is in the WAL: it survives the box process being killed, but a power cut may
+        lose the last decisions. That is harmless (the POS asks again; the finalize that counts
+        is durable) and it takes the fsync, most of a GetRewards' time in the box, off the POS's
+        path. The other writes stay durable: their FULL commits fsync the WAL, which is written
+        in order, so they also make every decision before them durable."""
         discount = Decimal(discount)
         row = (
             session_id,
@@ -467,13 +538,35 @@ class Journal:
             loyalty_key,
             self._clock(),
         )
-        with self._write("record_decision") as conn:
-            cursor = conn.execute(
-                "INSERT INTO decisions (session_id, origin, body, decision, discount, discounted,"
-                " loyalty_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
+        with self._lock:
+            conn = self._require()
+            try:
+                with self._unsynced(conn):
+                    # Autocommit: the one statement is its own transaction.
+                    cursor = conn.execute(
+                        "INSERT INTO decisions (session_id, origin, body, decision, discount,"
+                        " discounted, loyalty_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        row,
+                    )
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal: record_decision not committed: {exc}") from exc
             return int(cursor.lastrowid or 0)
+
+    @contextmanager
+    def _unsynced(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """synchronous=NORMAL inside (the lock held), FULL again after. Should FULL not come
+        back, the journal closes: no durable write may ever commit without its fsync."""
+        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            try:
+                conn.execute("PRAGMA synchronous=FULL")
+            except BaseException:
+                self._conn = None
+                conn.close()
+                log.error("journal: cannot restore synchronous=FULL; journal closed")
+                raise
 
     # ---- events ----------------------------------------------------------------------------
 

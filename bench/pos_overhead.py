@@ -7,8 +7,11 @@ registers, first paced at --rate requests/s, then as fast as they go. Prints:
 - box overhead p50/p99: time per request inside the box that is not waiting for the host
   (measured by the box itself, from /api/status);
 - POS round trip p50/p99 as the POS sees it (includes the host's own time);
-- achieved requests/s and the box's resident memory.
-Target (issue 2): p99 overhead under 5 ms at 200 requests/s.
+- achieved requests/s, the box's CPU time per request (user + system, all its threads: less
+  disturbed by a busy machine than the latencies) and the box's resident memory;
+- the load average before the runs: the latencies mean little on a loaded machine.
+Targets (issue 11): p99 overhead at most 3 ms at 200 requests/s, at least 500/s flat out, at
+most 60 MB resident, on a quiet 2-core machine.
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -121,12 +130,17 @@ def main() -> int:
     parser.add_argument("--registers", type=int, default=4)
     args = parser.parse_args()
 
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    print(f"load average before: {load}; machine: {os.cpu_count()} cores")
     host, box, pos_port, status_port = start_host_and_box()
     try:
+        rss_start = rss_mb(box.pid)
         drive(pos_port, args.registers, 200, None)  # warm-up: connections, caches
 
         total = int(args.rate * args.seconds)
+        cpu_before = cpu_s(box.pid)
         rtts, elapsed = drive(pos_port, args.registers, total, args.rate)
+        paced_cpu_ms = (cpu_s(box.pid) - cpu_before) / len(rtts) * 1000
         status = requests.get(f"http://127.0.0.1:{status_port}/api/status", timeout=5).json()
         overhead = status["pos"]["overhead_ms"]
         print(
@@ -141,13 +155,20 @@ def main() -> int:
             f"  POS round trip p50 {percentile(rtts, 50):.2f} ms   "
             f"p99 {percentile(rtts, 99):.2f} ms (includes the host's own time)"
         )
+        print(f"  box CPU {paced_cpu_ms:.2f} ms per request")
 
+        cpu_before = cpu_s(box.pid)
         rtts, elapsed = drive(pos_port, args.registers, 2000, None)
+        flat_cpu_ms = (cpu_s(box.pid) - cpu_before) / len(rtts) * 1000
         print(
             f"flat out: {len(rtts)} GetRewards in {elapsed:.1f} s = {len(rtts) / elapsed:.0f}/s; "
-            f"POS round trip p50 {percentile(rtts, 50):.2f} ms p99 {percentile(rtts, 99):.2f} ms"
+            f"POS round trip p50 {percentile(rtts, 50):.2f} ms p99 {percentile(rtts, 99):.2f} ms; "
+            f"box CPU {flat_cpu_ms:.2f} ms per request"
         )
-        print(f"box resident memory: {rss_mb(box.pid):.1f} MiB; machine: {os.cpu_count()} cores")
+        print(
+            f"box resident memory: {rss_mb(box.pid):.1f} MiB ({rss_start:.1f} MiB at start); "
+            f"load average now: {' '.join(f'{value:.2f}' for value in os.getloadavg())}"
+        )
     finally:
         for process in (box, host):
             process.terminate()

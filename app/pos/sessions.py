@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -43,7 +44,9 @@ class SessionStore:
         # A site has a few registers: thousands of open transactions mean a POS that never
         # finalizes; the oldest are forgotten first so memory stays bounded.
         self.max_sessions = max_sessions
-        self._sessions: dict[str, Session] = {}
+        # Least recently opened first: `open` moves a session to the end as it touches it, so
+        # expiry and eviction take from the front instead of scanning every session.
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
 
     def open(self, session_id: str) -> Session:
@@ -56,8 +59,9 @@ class SessionStore:
                 session = Session(session_id=session_id or self._new_id())
                 self._sessions[session.session_id] = session
                 while len(self._sessions) > self.max_sessions:
-                    oldest = min(self._sessions.values(), key=lambda s: s.touched)
-                    del self._sessions[oldest.session_id]
+                    self._sessions.popitem(last=False)
+            else:
+                self._sessions.move_to_end(session.session_id)
             session.touched = time.monotonic()
             return session
 
@@ -83,5 +87,8 @@ class SessionStore:
 
     def _expire(self) -> None:
         cutoff = time.monotonic() - self.ttl_s
-        for key in [k for k, s in self._sessions.items() if s.touched < cutoff]:
-            del self._sessions[key]
+        while self._sessions:
+            oldest = next(iter(self._sessions.values()))
+            if oldest.touched >= cutoff:
+                return
+            del self._sessions[oldest.session_id]
