@@ -35,6 +35,9 @@ LIMITS: dict[str, Any] = {
     "max_request_body_size": 64 * 1024,  # the largest body is the PIN form of an action
     "inbuf_overflow": 64 * 1024,
     "expose_tracebacks": False,
+    # poll(), not select(): with many POS connections open, a status socket's descriptor can be
+    # 1024 or more, which select() cannot watch (its loop thread would die).
+    "asyncore_use_poll": True,
 }
 STEP_TIMEOUT_S = 2.0
 # waitress logs a warning for every request that waits for a worker: a flood would flood the log.
