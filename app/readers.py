@@ -293,15 +293,17 @@ class ReaderService:
 
     def _frame(self, state: ReaderState, binding: ReaderBinding, frame: bytes) -> None:
         verdict = decode(frame, binding.options)
+        read = _pending_from(verdict, binding.register_id)
+        if read is not None:
+            # Waiting for the register before the read is counted: whoever sees the count
+            # (the page, a test) can rely on the read being there.
+            self.pending.put(read)
         state.last_verdict = verdict.describe()
         state.last_read_at = time.time()
         state.reads += 1
         log.info(
             "reader %s (register %s): %s", state.devnode, binding.register_id, state.last_verdict
         )
-        read = _pending_from(verdict, binding.register_id)
-        if read is not None:
-            self.pending.put(read)
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
