@@ -46,6 +46,8 @@ def _layers(check) -> dict[str, object]:
 class ApiHandler(BaseHTTPRequestHandler):
     """A tiny central host: the config call needs the right token."""
 
+    timeout = 10  # a connection that stalls (in its handshake too) ends its handler thread
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         if self.path == f"/v1/devices/{DEVICE}/config":
             if self.headers.get("Authorization") == f"Bearer {TOKEN}":
@@ -71,7 +73,12 @@ class ApiHandler(BaseHTTPRequestHandler):
 def serve(context: ssl.SSLContext | None = None) -> Iterator[int]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), ApiHandler)
     if context is not None:
-        server.socket = context.wrap_socket(server.socket, server_side=True)
+        # The handshake in the handler's thread, not in accept(): a client that never
+        # handshakes (the check's plain TCP layer) must not block the accept loop, and with it
+        # shutdown(), for ever.
+        server.socket = context.wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False
+        )
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
