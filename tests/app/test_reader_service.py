@@ -110,7 +110,7 @@ def test_start_stop_rebind_from_many_threads(ptys):
     service.stop()  # idempotent
     assert service.phase == "stopped" and _reader_threads(ptys) == []
     assert all(s.state == "stopped" for s in service.states.values())
-    assert _open_fds() == fds_before  # no port, wake pipe or monitor left open
+    assert _open_fds() <= fds_before  # no port, wake pipe or monitor left open (others may close)
 
 
 def test_rebind_while_starting_keeps_the_reader(ptys):

@@ -73,12 +73,10 @@ class ApiHandler(BaseHTTPRequestHandler):
 def serve(context: ssl.SSLContext | None = None) -> Iterator[int]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), ApiHandler)
     if context is not None:
-        # The handshake in the handler's thread, not in accept(): a client that never
-        # handshakes (the check's plain TCP layer) must not block the accept loop, and with it
-        # shutdown(), for ever.
-        server.socket = context.wrap_socket(
-            server.socket, server_side=True, do_handshake_on_connect=False
-        )
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        # accept() does the handshake: bounded, so a client that never handshakes (the
+        # check's plain TCP layer) cannot block the accept loop, and shutdown(), for ever.
+        server.socket.settimeout(5)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
@@ -185,7 +183,7 @@ def test_not_enrolled_yet(reference_host):
 
 
 def test_connection_refused_fails_the_tcp_layer(dead_host_url):
-    check = check_host(dead_host_url, TOKEN, NetworkFacts(), timeout_s=2, device_id=DEVICE)
+    check = check_host(dead_host_url, TOKEN, NetworkFacts(), timeout_s=10, device_id=DEVICE)
     assert check.failed_layer == "tcp"
     assert "refused" in check.layers[-1].detail
     assert "ask the network provider to allow port" in check.action
@@ -225,7 +223,7 @@ def raw_server(reply: bytes) -> Iterator[int]:
 
 def test_garbage_instead_of_http_fails_the_http_layer():
     with raw_server(b"\x00\x01 certainly not HTTP\r\n\r\n") as port:
-        check = check_host(f"http://127.0.0.1:{port}", TOKEN, NetworkFacts(), timeout_s=2)
+        check = check_host(f"http://127.0.0.1:{port}", TOKEN, NetworkFacts(), timeout_s=10)
     assert check.failed_layer == "http"
     assert "not with HTTP" in check.layers[-1].detail
     assert "answers in the host's place" in check.action
@@ -279,7 +277,7 @@ def test_expired_certificate(tmp_path):
 def test_plain_http_where_https_is_expected():
     with raw_server(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n") as port:
         url = f"https://127.0.0.1:{port}"
-        check = check_host(url, TOKEN, NetworkFacts(), timeout_s=2, device_id=DEVICE)
+        check = check_host(url, TOKEN, NetworkFacts(), timeout_s=10, device_id=DEVICE)
     assert check.failed_layer == "tls"
     assert "does not speak HTTPS" in check.layers[-1].detail
 
@@ -333,7 +331,7 @@ def test_manager_tells_listeners_when_the_host_goes_away():
         host.url,
         lambda: "demo-token",
         "D-DEMO",
-        timeout_s=1.0,
+        timeout_s=10.0,
         discover_fn=NetworkFacts,
         candidates_fn=list,
         route_fn=lambda url: {"host": "127.0.0.1", "interface": "lo"},
