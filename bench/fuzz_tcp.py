@@ -36,6 +36,9 @@ from xml.sax.saxutils import escape
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pos_overhead import wait_http  # noqa: E402
+
 from app.pos import simulator as sim  # noqa: E402
 from app.pos.framing import (  # noqa: E402
     ACTION_HEARTBEAT,
@@ -269,17 +272,6 @@ def proc_facts(pid: int) -> dict[str, float]:
 
 def dir_mib(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
-
-
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url, timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise SystemExit(f"fuzz_tcp: {url} did not come up")
 
 
 def box_counters(status_port: int) -> dict[str, float]:

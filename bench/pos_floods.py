@@ -17,7 +17,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from pos_overhead import free_port, rss_mb, wait_http  # noqa: E402
+from pos_overhead import rss_mb, start_host_and_box  # noqa: E402
 from status_page import peak_rss_mb  # noqa: E402
 
 from app.pos.framing import encode_passport  # noqa: E402
@@ -38,24 +37,7 @@ SLOW_FRAME = encode_passport(b"<GetLoyaltyOnlineStatusRequest><RequestHeader/>" 
 
 def start(max_connections: int) -> tuple[subprocess.Popen, subprocess.Popen, int, int]:
     """The reference host and the box as processes; returns them, the POS and status ports."""
-    host_port, pos_port, status_port = free_port(), free_port(), free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="connectbox-floods-"))
-    config = workdir / "connectbox.toml"
-    config.write_text(
-        f'[pos]\nlisten = "127.0.0.1:{pos_port}"\nmax_connections = {max_connections}\n'
-        f'[host]\nurl = "http://127.0.0.1:{host_port}"\ndevice_id = "D-DEMO"\n'
-        f'site_id = "S-1001"\ntoken = "demo-token"\n'
-        f'[status]\nlisten = "127.0.0.1:{status_port}"\n'
-        f'[storage]\ndata_dir = "{workdir / "data"}"\n[log]\nlevel = "WARNING"\n'
-        "[network]\nmdns = false\n"
-    )
-    cli = [sys.executable, "-m", "app"]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": ROOT}
-    host = subprocess.Popen(cli + ["host-sim", "--listen", f"127.0.0.1:{host_port}"], **quiet)
-    box = subprocess.Popen(cli + ["run", "--config", str(config)], **quiet)
-    wait_http(f"http://127.0.0.1:{host_port}/_sim/events")
-    wait_http(f"http://127.0.0.1:{status_port}/healthz")
-    return host, box, pos_port, status_port
+    return start_host_and_box(f"max_connections = {max_connections}")
 
 
 def pos_status(status_port: int) -> dict:

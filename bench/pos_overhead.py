@@ -100,14 +100,14 @@ def drive(port: int, registers: int, total: int, rate: float | None) -> tuple[li
     return rtts, time.monotonic() - started
 
 
-def start_host_and_box() -> tuple[subprocess.Popen, subprocess.Popen, int, int]:
-    """The reference host and the box as their own processes, on loopback, up and answering.
-    Returns (host process, box process, POS port, status port)."""
+def start_host_and_box(pos_extra: str = "") -> tuple[subprocess.Popen, subprocess.Popen, int, int]:
+    """The reference host and the box as their own processes, on loopback, up and answering;
+    `pos_extra` lines go into the box's [pos]. Returns (host, box, POS port, status port)."""
     host_port, pos_port, status_port = free_port(), free_port(), free_port()
     workdir = Path(tempfile.mkdtemp(prefix="connectbox-bench-"))
     config = workdir / "connectbox.toml"
     config.write_text(
-        f'[pos]\nlisten = "127.0.0.1:{pos_port}"\n'
+        f'[pos]\nlisten = "127.0.0.1:{pos_port}"\n{pos_extra}\n'
         f'[host]\nurl = "http://127.0.0.1:{host_port}"\ndevice_id = "D-DEMO"\n'
         f'site_id = "S-1001"\ntoken = "demo-token"\n'
         f'[status]\nlisten = "127.0.0.1:{status_port}"\n'
@@ -115,7 +115,8 @@ def start_host_and_box() -> tuple[subprocess.Popen, subprocess.Popen, int, int]:
         "[network]\nmdns = false\n"
     )
     cli = [sys.executable, "-m", "app"]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    root = Path(__file__).resolve().parents[1]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": root}
     host = subprocess.Popen(cli + ["host-sim", "--listen", f"127.0.0.1:{host_port}"], **quiet)
     box = subprocess.Popen(cli + ["run", "--config", str(config)], **quiet)
     wait_http(f"http://127.0.0.1:{host_port}/_sim/events")
