@@ -67,7 +67,9 @@ class Box:
             data_dir / "policy.json",
             paused=lambda: self.link.unauthorized,
         )
-        self.engine = OfflineEngine(self.policies, self.journal, last_contact=self._last_contact)
+        self.engine = OfflineEngine(
+            self.policies, self.journal, last_contact=lambda: self.link.last_ok
+        )
         self.readers = ReaderService(
             config.readers.bindings, config.readers.pending_ttl_s, config.readers.discover
         )
@@ -231,14 +233,6 @@ class Box:
             if self.announcer is not None:  # the verdict in the mDNS TXT record
                 found = verdict(self.status())
                 self.announcer.update_status("online" if found.ok else found.key)
-
-    def _last_contact(self) -> float | None:
-        """The host's last answer of any kind: the link's, else the one saved before a restart."""
-        if self.link.last_ok is None and not self._closed:
-            saved = self.journal.get_state(LAST_HOST_CONTACT)
-            if saved is not None:
-                self.link.remember_last_ok(float(saved))
-        return self.link.last_ok
 
     def _save_last_host_contact(self) -> None:
         """Keep the last time the host answered durable: offline hours count from it."""

@@ -197,12 +197,6 @@ class HostLink:
     def last_ok(self) -> float | None:
         return self._health.last_ok
 
-    def remember_last_ok(self, when: float) -> None:
-        """The last contact saved before a restart (offline hours count from it)."""
-        with self._lock:
-            if self._health.last_ok is None:
-                self._health = _replace(self._health, last_ok=when)
-
     def on_change(self, listener: Listener) -> None:
         """`listener(health)` on every change of state, from the thread that changed it."""
         self._listeners.append(listener)

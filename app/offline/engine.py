@@ -288,6 +288,7 @@ class OfflineEngine:
         return None, note
 
     def _host_last_ok_at(self) -> float | None:
+        """The host link's last answer; before the first one since start, the one saved."""
         if self.last_contact is not None and (live := self.last_contact()) is not None:
             return live
         raw = self.counters.get_state(HOST_LAST_OK_AT)
