@@ -95,8 +95,11 @@ class Machine:
         accel = os.environ.get("CONNECTBOX_QEMU_ACCEL", "tcg")
         # One vCPU: under TCG a second one starved the guest's RCU thread now and then (a
         # boot hung with "rcu_preempt kthread starved"), and it leaves a host core to the test.
+        # -nodefaults: no floppy drive and no CD-ROM, which a box does not have either. A loaded
+        # CI machine once spent the whole boot timeout in the initramfs waiting for udev while
+        # the floppy driver probed the default (empty) drive ("floppy: error 10").
         argv = [
-            "qemu-system-x86_64", "-accel", accel, "-m", "1024", "-smp", "1",
+            "qemu-system-x86_64", "-nodefaults", "-accel", accel, "-m", "1024", "-smp", "1",
             "-display", "none", "-vga", "none", "-monitor", "none",
             "-chardev", f"socket,id=con,path={self.console_path},server=on,wait=off",
             "-serial", "chardev:con",
