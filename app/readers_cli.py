@@ -5,9 +5,8 @@ from __future__ import annotations
 import contextlib
 import time
 
-import requests
-
 from app.config import ConfigError, config_path, load_config
+from provisioning import http
 
 
 def list_readers_main(config_arg: str | None) -> int:
@@ -15,8 +14,9 @@ def list_readers_main(config_arg: str | None) -> int:
     with contextlib.suppress(ConfigError):
         port = load_config(config_path(config_arg)).status.listen.port
     try:
-        status = requests.get(f"http://127.0.0.1:{port}/api/status", timeout=3).json()
-    except (requests.RequestException, ValueError):
+        url = f"http://127.0.0.1:{port}/api/status"
+        status = http.exchange(http.new_pool(), "GET", url, headers={}, timeout_s=3).json()
+    except (http.HttpFailure, ValueError):
         return _list_plugged_in()
     readers = status.get("readers") or []
     if not readers:

@@ -1,25 +1,22 @@
 """HTTP client for the provider's central host (host-api.md), with pooling and timeouts.
 
-One `requests.Session` per thread (sessions are not documented as thread-safe), TLS verification
-always on, every call carrying the bearer token, User-Agent and the box's clock. It lives in
-`provisioning/` because enrollment and remote management use it too (and never import `app/`);
-the relay in `app/` uses the same client.
+One thread-safe connection pool, TLS verification always on, every call carrying the bearer
+token, User-Agent and the box's clock, every answer read whole within a size cap and the timeout
+(provisioning/http.py). It lives in `provisioning/` because enrollment and remote management use
+it too (and never import `app/`); the relay in `app/` uses the same client.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import threading
-import time
 from typing import Any, Protocol
 
-import requests
-from requests.adapters import HTTPAdapter
-
+from provisioning import http
+from provisioning.http import MAX_ANSWER_BYTES, Answer, HttpFailure
 from provisioning.rfc3339 import now_rfc3339
 from provisioning.version import software_version
 
-MAX_ANSWER_BYTES = 4 * 1024 * 1024  # no host answer is near this; a hostile one is cut here
+__all__ = ["MAX_ANSWER_BYTES", "Answer", "HostClient", "HostError", "is_loopback_host"]
 
 
 class HostError(Exception):
@@ -66,67 +63,60 @@ class HostClient:
         self.token = token
         self.device_id = device_id
         self.timeout_s = timeout_s
-        self.verify: bool | str = ca_file or True
+        self.ca_file = ca_file
         self.last_date_header: str | None = None
         """The host's `Date` header of the latest answer (clock-skew checks)."""
-        self._local = threading.local()
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.mount("https://", HTTPAdapter(pool_connections=2, pool_maxsize=8))
-            session.mount("http://", HTTPAdapter(pool_connections=2, pool_maxsize=8))
-            session.verify = self.verify
-            self._local.session = session
-        return session
+        self._pool = http.new_pool(ca_file)
+        self._user_agent = f"connectbox/{software_version()}"
 
     def _headers(self, idempotency_key: str | None = None) -> dict[str, str]:
         headers = {
             "Authorization": f"Bearer {self.token}",
-            "User-Agent": f"connectbox/{software_version()}",
+            "User-Agent": self._user_agent,
             "X-Device-Clock": now_rfc3339(),
         }
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         return headers
 
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """One HTTP call; connection problems and timeouts become HostError. The gate, when
-        there is one, admits it first and hears how it went."""
-        headers = {
-            **self._headers(kwargs.pop("idempotency_key", None)),
-            **kwargs.pop("headers", {}),
-        }
-        token = headers.get("Authorization", "").removeprefix("Bearer ")
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Answer:
+        """One HTTP call with a `json` or raw `data` body; connection problems, timeouts and
+        oversize answers become HostError.
+        The gate, when there is one, admits it first and hears how it went."""
+        sent = {**self._headers(idempotency_key), **(headers or {})}
+        body = data
+        if json is not None:
+            body = http.json_body(json)
+            sent["Content-Type"] = "application/json"
+        token = sent.get("Authorization", "").removeprefix("Bearer ")
         what = f"{method} {path}"
         if self.gate is not None:
             self.gate.admit(what, token)
-        started = time.monotonic()
         try:
-            reply = self._session().request(
-                method,
-                self.base + path,
-                headers=headers,
-                timeout=self.timeout_s,
-                stream=True,
-                **kwargs,
-            )
-            with reply:
-                self._read_bounded(reply, started)
-        except requests.Timeout:
-            error = HostError(f"no answer from the host within {self.timeout_s:g} s")
-            self._record(what, None, str(error), timeout=True)
+            reply = http.exchange(
+                self._pool, method, self.base + path, headers=sent, body=body,
+                timeout_s=self.timeout_s,
+            )  # fmt: skip
+        except HttpFailure as exc:
+            if exc.status is not None:
+                error = HostError(f"host answer over {MAX_ANSWER_BYTES} bytes", exc.status)
+            elif exc.timeout:
+                error = HostError(f"no answer from the host within {self.timeout_s:g} s")
+            else:
+                error = HostError(f"cannot reach the host: {exc}")
+            self._record(what, None, str(error), timeout=exc.timeout)
             raise error from None
-        except requests.RequestException as exc:
-            error = HostError(f"cannot reach the host: {reason(exc)}")
-            self._record(what, None, str(error))
-            raise error from None
-        except HostError as exc:
-            self._record(what, None, str(exc), timeout="within" in str(exc))
-            raise
         self.last_date_header = reply.headers.get("Date")
-        self._record(what, reply.status_code, reply.reason or "", token=token)
+        self._record(what, reply.status_code, reply.reason, token=token)
         return reply
 
     def _record(
@@ -134,18 +124,6 @@ class HostClient:
     ) -> None:
         if self.gate is not None:
             self.gate.record(what, status, error, timeout=timeout, token=token or self.token)
-
-    def _read_bounded(self, reply: requests.Response, started: float) -> None:
-        """Read the body within MAX_ANSWER_BYTES and the timeout counted from the request's
-        start (requests' own timeout is per socket read: a host trickling bytes never ends)."""
-        body = bytearray()
-        for chunk in reply.iter_content(64 * 1024):
-            body += chunk
-            if len(body) > MAX_ANSWER_BYTES:
-                raise HostError(f"host answer over {MAX_ANSWER_BYTES} bytes", reply.status_code)
-            if time.monotonic() - started > self.timeout_s:
-                raise HostError(f"no whole answer from the host within {self.timeout_s:g} s")
-        reply._content = bytes(body)  # what reply.content/json() read from now on
 
     def post(self, path: str, body: dict[str, Any], idempotency_key: str | None = None) -> Any:
         return _json_or_raise(
@@ -178,7 +156,7 @@ class HostClient:
         return _json_or_raise(reply), reply.headers.get("ETag")
 
 
-def _json_or_raise(reply: requests.Response) -> Any:
+def _json_or_raise(reply: Answer) -> Any:
     if reply.status_code >= 400:
         code, message = "", reply.reason
         try:
@@ -201,12 +179,3 @@ def is_loopback_host(hostname: str) -> bool:
         return ipaddress.ip_address(hostname).is_loopback
     except ValueError:
         return False
-
-
-def reason(exc: requests.RequestException) -> str:
-    """A short, plain reason for a failed request."""
-    text = str(exc)
-    for hint in ("Connection refused", "Name or service not known", "certificate verify failed"):
-        if hint in text:
-            return hint.lower()
-    return type(exc).__name__

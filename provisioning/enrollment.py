@@ -18,9 +18,8 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
-
-from provisioning.api import HostError, is_loopback_host, reason
+from provisioning import http
+from provisioning.api import HostError, is_loopback_host
 from provisioning.backoff import backoff_delay
 from provisioning.rfc3339 import format_rfc3339, now_rfc3339
 from provisioning.store import Credentials, CredentialStore
@@ -78,7 +77,7 @@ class Enroller:
         self.timeout_s = timeout_s
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
-        self.verify: bool | str = ca_file or True
+        self._pool = http.new_pool(ca_file, maxsize=1)
         self.state = "waiting"
         self.last_error: str | None = None
         self.attempts = 0
@@ -110,18 +109,16 @@ class Enroller:
         }
         with self._lock:
             self.attempts += 1
+        headers["Content-Type"] = "application/json"
         try:
-            reply = requests.post(
-                self.url + "/v1/enroll",
-                json=body,
-                headers=headers,
-                timeout=self.timeout_s,
-                verify=self.verify,
-            )
-        except requests.Timeout:
-            raise HostError(f"no answer from the host within {self.timeout_s:g} s") from None
-        except requests.RequestException as exc:
-            raise HostError(f"cannot reach the host at {self.url}: {reason(exc)}") from None
+            reply = http.exchange(
+                self._pool, "POST", self.url + "/v1/enroll", headers=headers,
+                body=http.json_body(body), timeout_s=self.timeout_s,
+            )  # fmt: skip
+        except http.HttpFailure as exc:
+            if exc.timeout:
+                raise HostError(f"no answer from the host within {self.timeout_s:g} s") from None
+            raise HostError(f"cannot reach the host at {self.url}: {exc}") from None
         if reply.status_code == 403:
             raise ClaimRejected(
                 f"the host refused claim code {self.claim_code} ({_error_message(reply)}): check"
@@ -229,7 +226,7 @@ class Enroller:
             }
 
 
-def _credentials(reply: requests.Response) -> Credentials:
+def _credentials(reply: http.Answer) -> Credentials:
     try:
         data = reply.json()
     except ValueError:
@@ -243,14 +240,14 @@ def _credentials(reply: requests.Response) -> Credentials:
 _ANSWER_KEYS = ("device_id", "device_token", "site_id")
 
 
-def _error_message(reply: requests.Response) -> str:
+def _error_message(reply: http.Answer) -> str:
     try:
         return str(reply.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):
         return reply.reason or f"HTTP {reply.status_code}"
 
 
-def _error_code(reply: requests.Response) -> str:
+def _error_code(reply: http.Answer) -> str:
     try:
         return str(reply.json()["error"]["code"])
     except (ValueError, KeyError, TypeError):

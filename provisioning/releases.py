@@ -39,11 +39,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
 import urllib3
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from provisioning import http
 from provisioning.version import software_version
 
 FORMAT = 1
@@ -278,14 +278,19 @@ def http_download(
     headers = {"User-Agent": f"connectbox/{software_version()}", "Accept-Encoding": "identity"}
     total = 0
     try:
-        with requests.get(url, stream=True, timeout=(10.0, read_timeout_s), headers=headers) as r:
-            if r.status_code != 200:
-                raise UpdateRejected(f"download failed: HTTP {r.status_code} for {url}")
+        r = http.new_pool(maxsize=1).request(
+            "GET", url, headers=headers, preload_content=False,
+            timeout=urllib3.Timeout(connect=10.0, read=read_timeout_s),
+            retries=urllib3.Retry(total=5, connect=0, read=0, status=0, other=0, redirect=5),
+        )  # fmt: skip
+        with r:
+            if r.status != 200:
+                raise UpdateRejected(f"download failed: HTTP {r.status} for {url}")
             declared = _content_length(r.headers.get("Content-Length"))
             if declared is not None and declared > max_bytes:
                 raise UpdateRejected(f"artefact is {declared} bytes, more than {max_bytes}")
             with open(dest, "wb") as out:
-                for chunk in r.raw.stream(256 * 1024, decode_content=False):
+                for chunk in r.stream(256 * 1024, decode_content=False):
                     total += len(chunk)
                     if total > max_bytes:
                         raise UpdateRejected(f"artefact is larger than {max_bytes} bytes")
@@ -294,7 +299,7 @@ def http_download(
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise UpdateRejected(f"download failed after {total} bytes: {_why(exc)}") from None
     if declared is not None and total != declared:
         raise UpdateRejected(f"download truncated: {total} of {declared} bytes")

@@ -6,6 +6,7 @@ that `provisioning/` can use it too.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from typing import Any
 
@@ -30,5 +31,13 @@ def format_rfc3339(timestamp: float) -> str:
 
 
 def now_rfc3339() -> str:
-    """Now, as `format_rfc3339` writes it."""
-    return datetime.now().astimezone().isoformat(timespec="seconds")
+    """Now, as `format_rfc3339` writes it. Every host call stamps its clock with it: the text
+    is kept for the second it names (looking up the local offset took 3% of a GetRewards)."""
+    global _now
+    second = int(time.time())
+    if _now[0] != second:
+        _now = (second, format_rfc3339(second))  # one tuple: threads never see half of it
+    return _now[1]
+
+
+_now: tuple[int, str] = (-1, "")

@@ -11,7 +11,7 @@ Layout under `root` (`/opt/connectbox` or `/var/lib/connectbox/software` in the 
 
 `Updater.apply(args)` handles `update` with args `{version, url, sha256, signature[, key_id]}`:
 
-1. download `url` into a temp file under `root` (requests, streamed, timeouts, size cap);
+1. download `url` into a temp file under `root` (urllib3, streamed, timeouts, size cap);
 2. check its SHA-256 and its Ed25519 signature over the exact bytes with a trusted key
    (`key_id` from the args, else `default_key_id`, else the only trusted key). A bad artefact
    changes nothing: the temp file goes, no folder is left, `current` is untouched;
@@ -606,13 +606,15 @@ class Updater:
 
 
 def _http_health(url: str) -> Callable[[], tuple[bool, str]]:
-    import requests
+    from provisioning import http
+
+    pool = http.new_pool(maxsize=1)
 
     def check() -> tuple[bool, str]:
         try:
-            reply = requests.get(url, timeout=3.0)
-        except requests.RequestException as exc:
-            return False, f"{url}: {type(exc).__name__}"
+            reply = http.exchange(pool, "GET", url, headers={}, timeout_s=3.0)
+        except http.HttpFailure as exc:
+            return False, f"{url}: {exc}"
         return reply.status_code == 200, f"{url}: HTTP {reply.status_code}"
 
     return check
