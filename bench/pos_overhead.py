@@ -118,7 +118,9 @@ def start_host_and_box(pos_extra: str = "") -> tuple[subprocess.Popen, subproces
     root = Path(__file__).resolve().parents[1]
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": root}
     host = subprocess.Popen(cli + ["host-sim", "--listen", f"127.0.0.1:{host_port}"], **quiet)
-    box = subprocess.Popen(cli + ["run", "--config", str(config)], **quiet)
+    # As the image runs it (image/overlay/.../connectbox.service): two malloc arenas.
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
+    box = subprocess.Popen(cli + ["run", "--config", str(config)], env=env, **quiet)
     wait_http(f"http://127.0.0.1:{host_port}/_sim/events")
     wait_http(f"http://127.0.0.1:{status_port}/healthz")
     return host, box, pos_port, status_port
