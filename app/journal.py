@@ -49,7 +49,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-KINDS = ("finalize", "cancel", "reverse", "unreadable")
+KINDS = ("finalize", "cancel", "reverse", "cancel_redemption", "end_period", "unreadable")
 FINAL_STATES = ("conflict", "rejected")
 
 MIGRATIONS: list[str] = [
@@ -812,6 +812,38 @@ class Journal:
             ).fetchall()
         latest = {session_id: Decimal(discount) for session_id, discount in rows}
         return len(latest), sum(latest.values(), Decimal(0))
+
+    def granted_rewards(self, session_id: str) -> list[dict[str, Any]] | None:
+        """The rewards the latest decision of a session gave the POS (GetRewardStatus), or
+        None when the journal knows no decision for it."""
+        with self._read("granted_rewards") as conn:
+            row = conn.execute(
+                "SELECT decision FROM decisions WHERE session_id = ? ORDER BY id DESC LIMIT 1",
+                (session_id,),
+            ).fetchone()
+        if row is None:
+            return None
+        granted = json.loads(row[0]).get("granted")
+        return granted if isinstance(granted, list) else []
+
+    def period_counts(self, business_date: str, since: float) -> dict[str, Any]:
+        """The box's own counts for one POS business date (EndPeriod), over the events
+        journaled since `since`: sale events (finalize, cancel, reverse), finalized sales and
+        their discount total. Training sales are not counted."""
+        with self._read("period_counts") as conn:
+            rows = conn.execute(
+                "SELECT kind, discount FROM events WHERE created_at >= ?"
+                " AND kind IN ('finalize', 'cancel', 'reverse')"
+                " AND json_extract(body, '$.pos.business_date') = ?"
+                " AND COALESCE(json_extract(body, '$.pos.training'), 0) = 0",
+                (since, business_date),
+            ).fetchall()
+        finalized = [Decimal(discount) for kind, discount in rows if kind == "finalize"]
+        return {
+            "transactions": len(rows),
+            "finalized": len(finalized),
+            "discount_total": str(sum(finalized, Decimal(0)).quantize(Decimal("0.01"))),
+        }
 
     # ---- durable facts ---------------------------------------------------------------------
 

@@ -135,6 +135,10 @@ class HostClient:
     def rewards(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.post("/v1/rewards", body)
 
+    def identify(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A customer before or outside a basket (v1.1: BeginCustomer, GetCustomerMessaging)."""
+        return self.post("/v1/customers/identify", body)
+
     def transaction(self, body: dict[str, Any], event_id: str) -> dict[str, Any]:
         return self.post("/v1/transactions", body, idempotency_key=event_id)
 

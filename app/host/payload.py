@@ -75,23 +75,11 @@ def rewards_body(
     source: str = "pos",
 ) -> dict[str, Any]:
     txn = request.transaction
-    head = request.header
     return {
         "device_id": identity.device_id,
         "site_id": identity.site_id,
         "session_id": session_id,
-        "pos": {
-            "dialect": request.dialect,
-            "vendor": head.vendor_name,
-            "model_version": head.vendor_model_version,
-            "interface_version": head.interface_version,
-            "store_location_id": head.store_location_id,
-            "register_id": request.register,
-            "pos_transaction_id": txn.pos_transaction_id if txn else None,
-            "pos_sequence_id": head.pos_sequence_id,
-            "outside_sale": bool(txn.outside_sale if txn else request.outside_sale),
-            "offline": head.offline,
-        },
+        "pos": pos_facts(request),
         "loyalty_id": (
             {"value": loyalty_id, "entry_method": entry_method, "source": source}
             if loyalty_id
@@ -99,8 +87,73 @@ def rewards_body(
         ),
         "customer": {"age_verified": age_verified},
         "basket": {"lines": basket_lines(txn), "total": fmt_money(basket_total(txn))},
-        "occurred_at": now_rfc3339(),
+        "occurred_at": occurred_at(request),
     }
+
+
+def identify_body(
+    request: Request,
+    identity: Identity,
+    session_id: str,
+    loyalty_id: str,
+    entry_method: str,
+    purpose: str,
+) -> dict[str, Any]:
+    """`POST /v1/customers/identify` (v1.1): a customer before or outside a basket."""
+    return {
+        "device_id": identity.device_id,
+        "site_id": identity.site_id,
+        "session_id": session_id,
+        "pos": pos_facts(request),
+        "loyalty_id": {"value": loyalty_id, "entry_method": entry_method},
+        "purpose": purpose,
+    }
+
+
+def pos_facts(request: Request) -> dict[str, Any]:
+    """What the POS said about itself and the sale (host-api.md 1.1): who sent it, and the
+    sale's business date, times, cashier, training flag, pump and period when it gave them."""
+    txn = request.transaction
+    head = request.header
+    facts: dict[str, Any] = {
+        "dialect": request.dialect,
+        "vendor": head.vendor_name,
+        "model_version": head.vendor_model_version,
+        "interface_version": head.interface_version,
+        "store_location_id": head.store_location_id,
+        "register_id": request.register,
+        "pos_transaction_id": txn.pos_transaction_id if txn else None,
+        "pos_sequence_id": head.pos_sequence_id,
+        "outside_sale": bool(txn.outside_sale if txn else request.outside_sale),
+        "offline": head.offline,
+        "training": bool(txn and txn.training),
+    }
+    if txn is None:
+        return facts
+    period = txn.period
+    optional = {
+        "business_date": period.business_date if period else None,
+        "event_started_at": txn.event_started_at,
+        "event_ended_at": txn.event_ended_at,
+        "cashier_id": txn.cashier_id,
+        "fuel_position": txn.fuel_position_id or _first_pump(txn),
+        "period": (period.as_json() or None) if period else None,
+    }
+    facts.update({key: value for key, value in optional.items() if value is not None})
+    return facts
+
+
+def occurred_at(request: Request) -> str:
+    """The POS's time of the event when it gave one (a sale it stored offline in September is a
+    September sale), else the box's time now."""
+    txn = request.transaction
+    if txn is not None and (txn.event_ended_at or txn.event_started_at):
+        return txn.event_ended_at or txn.event_started_at or ""
+    return now_rfc3339()
+
+
+def _first_pump(txn: TransactionData) -> str | None:
+    return next((line.fuel_position for line in txn.lines if line.fuel_position), None)
 
 
 def transaction_body(
@@ -129,6 +182,7 @@ def transaction_body(
         "decision": decision,
         "points_redeemed": fmt_decimal(request.points_redeemed) or "0",
         "final_total": fmt_money(final_total or ZERO),
+        "recorded_at": now_rfc3339(),
     }
 
 

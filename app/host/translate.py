@@ -3,6 +3,12 @@
 Passport takes amountOff, percentOff and newPrice; Verifone EPS honours only amountOff, so every
 reward is converted to the currency it takes off, or dropped when that cannot be known.
 Receipt texts are cut to what the POS prints (8/24/40 characters).
+
+Fuel (pos-loyalty-interface.md, "Fuel rewards"): a cents-per-gallon `per_unit_off` must reach
+the POS before fueling, when a prepay or pump line has the grade's price but no quantity yet.
+Passport gets it as a price roll-back (newPrice = price - discount, 4 decimals, for up to
+`limit_quantity` units); EPS can carry only a currency amount, unknown until the quantity is,
+so there it is dropped and reported in the event's `rewards_dropped`.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ class Translated:
     rewards: list[Reward] = field(default_factory=list)
     amounts: dict[str, Decimal] = field(default_factory=dict)
     """The currency each reward takes off, by reward id."""
-    dropped: list[str] = field(default_factory=list)
+    dropped: list[dict[str, str]] = field(default_factory=list)
+    """Rewards the host granted that the POS cannot be given: {"reward_id", "reason"}."""
 
 
 def trim(text: Any, limit: int) -> str:
@@ -79,7 +86,7 @@ def translate_rewards(host_rewards: Any, txn: TransactionData | None, dialect: s
             )
             reward_id = reward_id or "?"
             log.warning("dropped host reward %s: %s", reward_id, why)
-            result.dropped.append(f"{reward_id}: {why}")
+            result.dropped.append({"reward_id": reward_id, "reason": str(why)})
             continue
         if target:
             remaining[target] -= amount
@@ -121,11 +128,13 @@ def _translate_one(
         amount = to_cents((base or ZERO) * value / 100)
         pos_method, pos_value = "percentOff", value
     elif method in ("new_price", "per_unit_off"):
-        if unit_price is None or units is None:
-            raise Dropped(f"{method} needs a target line with a price and a quantity")
+        if unit_price is None:
+            raise Dropped(f"{method} needs a target line with a price")
         new_price = value if method == "new_price" else unit_price - value
         if new_price < 0 or new_price > unit_price:
             raise Dropped(f"new unit price {new_price} outside 0..{unit_price}")
+        if units is None:
+            units = _before_fueling(line, limit, dialect)
         amount = to_cents((unit_price - new_price) * units)
         pos_method, pos_value = "newPrice", new_price
     else:
@@ -154,6 +163,23 @@ def _small_int(value: Any, highest: int) -> int:
     if not isinstance(value, int) or not 0 <= value <= highest:
         raise Dropped(f"bad target line or limit {trim(value, 24)!r} (0..{highest})")
     return value
+
+
+def _before_fueling(line: Line | None, limit: int | None, dialect: str) -> Decimal:
+    """The units a roll-back on a fuel line without a quantity yet can cover, at most: what
+    the prepaid amount buys, within the limit. Only Passport can carry it (newPrice)."""
+    if line is None or line.kind != "fuel":
+        raise Dropped("needs a target line with a quantity")
+    if dialect == "eps":
+        raise Dropped(
+            "EPS carries only amountOff: a per-unit reward before fueling cannot reach it"
+        )
+    if line.amount and line.unit_price:
+        units = line.amount / line.unit_price  # the prepaid amount's gallons at full price
+        return min(units, Decimal(limit)) if limit is not None else units
+    if limit is None:
+        raise Dropped("a fuel line without amount or quantity needs limit_quantity")
+    return Decimal(limit)
 
 
 def _units(line: Line | None, limit: int | None) -> Decimal | None:

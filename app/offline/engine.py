@@ -175,6 +175,24 @@ class OfflineEngine:
             note=note,
         )
 
+    def points_pending(self, body: dict[str, Any], discount: Decimal) -> list[dict[str, Any]]:
+        """Points a sale finished without the host earns under the policy's points programs,
+        for the host to confirm (stored with the sale's event, never redeemed offline)."""
+        policy = self.policies.current()
+        if policy is None:
+            return []
+        try:
+            subscription = subscription_end(policy)
+        except ValueError:
+            return []
+        return self._points(policy, _Request.parse(body), self.today(), subscription, discount)
+
+    def loyalty_id_valid(self, loyalty_id: str | None) -> bool | None:
+        """The policy's ID check for a customer identified without the host (BeginCustomer):
+        None when no policy or program can tell."""
+        policy = self.policies.current()
+        return _loyalty_id_valid(policy, loyalty_id) if policy is not None else None
+
     def prompt_for_loyalty(self) -> bool:
         """False only when the box knows it can give no rewards at all while the host is down:
         no policy in force, the subscription ended, or no program of the policy runs today."""

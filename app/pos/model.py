@@ -68,6 +68,21 @@ class Line:
 
 
 @dataclass
+class Period:
+    """A POS business period (BusinessPeriod): its date, kind and bounds, as RFC 3339."""
+
+    business_date: str | None = None
+    type: str | None = None  # the PrimaryReportPeriod's interval: "day", "shift", ...
+    begin: str | None = None
+    end: str | None = None
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            k: v for k, v in (("type", self.type), ("begin", self.begin), ("end", self.end)) if v
+        }
+
+
+@dataclass
 class TransactionData:
     register_id: str | None = None
     fuel_position_id: str | None = None
@@ -76,6 +91,9 @@ class TransactionData:
     business_date: str | None = None
     outside_sale: bool = False
     training: bool = False
+    period: Period | None = None
+    event_started_at: str | None = None  # RFC 3339, from EventStartDate/EventStartTime
+    event_ended_at: str | None = None
     lines: list[Line] = field(default_factory=list)
 
     def applied_rewards(self) -> dict[str, Decimal | None]:
@@ -95,6 +113,10 @@ class Request:
     outside_sale: bool | None = None
     points_redeemed: Decimal | None = None
     final_total: Decimal | None = None
+    reward_ids: list[str] = field(default_factory=list)
+    """CancelRedemption: the LoyaltyRewardIDs it names (anywhere in the body)."""
+    periods: dict[str, Period] = field(default_factory=dict)
+    """EndPeriod: "from" (the period it closes) and "to" (the one it opens)."""
     dialect: str = "passport"
     extra: dict[str, str] = field(default_factory=dict)
     """Unknown top-level elements, kept as raw text by name instead of failing."""

@@ -2,7 +2,9 @@
 
 Every request gets a well-formed response of the matching name within the deadline, whatever
 the central host does. GetRewards asks the host and turns its rewards into AddRewards;
-FinalizeRewards, CancelTransaction and ReverseTransaction become host transaction events.
+BeginCustomer and GetCustomerMessaging ask it who the customer is; GetRewardStatus is answered
+from the journal; EndCustomer forgets the customer of a transaction; FinalizeRewards,
+CancelTransaction, ReverseTransaction, CancelRedemption and EndPeriod become host events.
 
 Durable first, in one place (`handle_frame`): the exact bytes of a durable request are
 committed to the journal before they are parsed. After that the request either settles into
@@ -25,17 +27,24 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from app.host.payload import Identity, rewards_body, transaction_body, unreadable_body
+from app.host.payload import (
+    Identity,
+    identify_body,
+    pos_facts,
+    rewards_body,
+    transaction_body,
+    unreadable_body,
+)
 from app.host.relay import HostRelay
 from app.host.translate import receipt_lines, translate_rewards, trim
 from app.journal import Journal, JournalError, Kept
 from app.logs import mask_id
-from app.money import ZERO, fmt_money
+from app.money import ZERO, fmt_decimal, fmt_money
 from app.offline.engine import OfflineEngine
 from app.outbox import Outbox
 from app.pos import wire
 from app.pos.loyalty_ids import read_age_check, resolve
-from app.pos.model import Request, RequestHeader, Response
+from app.pos.model import Request, RequestHeader, Response, Reward
 from app.pos.sessions import Session, SessionStore
 from app.pos.xmlcodec import XmlError, read_request, sniff_stem
 from app.programs.nanp import normalize_us_phone
@@ -43,6 +52,7 @@ from app.readers import PendingReads
 from app.stats import Counters
 from provisioning.api import HostClient
 from provisioning.link import LinkState
+from provisioning.rfc3339 import now_rfc3339, parse_rfc3339
 
 log = logging.getLogger("connectbox.pos")
 EVENT_NAMESPACE = uuid.UUID("6f1c8f56-3c1e-4c55-9a43-8d3c0f7e1b20")
@@ -98,12 +108,18 @@ class LoyaltyService:
         self.counters = Counters()
         self._handlers: dict[str, Callable[[Request, float], Handled]] = {
             "GetLoyaltyOnlineStatus": self._online_status,
+            "BeginCustomer": self._begin_customer,
             "GetRewards": self._get_rewards,
+            "GetRewardStatus": self._reward_status,
+            "GetCustomerMessaging": self._customer_messaging,
+            "EndCustomer": self._end_customer,
         }
         self._durable_handlers: dict[str, Callable[[Request, float, Kept], Handled]] = {
             "FinalizeRewards": self._finalize,
             "CancelTransaction": self._cancel,
             "ReverseTransaction": self._reverse,
+            "CancelRedemption": self._cancel_redemption,
+            "EndPeriod": self._end_period,
         }
 
     def handle_frame(self, payload: bytes, dialect: str, received_at: float) -> Handled:
@@ -176,7 +192,7 @@ class LoyaltyService:
             self._count(request)
             if request.refused:
                 raise Unreadable(request.refused)
-            handler = self._durable_handlers.get(request.stem, self._kept_only)
+            handler = self._durable_handlers[request.stem]
             handled = handler(request, received_at + self.deadline_s, kept)
         except JournalError as exc:
             self.counters.add("journal_errors")
@@ -291,17 +307,91 @@ class LoyaltyService:
         response.add_rewards = translated.rewards
         session.granted = {r.reward_id: r for r in translated.rewards}
         session.amounts = dict(translated.amounts)
-        # Committed before the POS hears the decision: the audit trail and the offline limits.
+        session.dropped = translated.dropped
+        # Committed before the POS hears the decision: the audit trail, the offline limits and
+        # GetRewardStatus (the rewards as they were sent).
         self.journal.record_decision(
             session.session_id,
             session.decision["origin"],
             body,
-            session.decision,
+            {**session.decision, "granted": [_reward_json(r) for r in translated.rewards]},
             discount=sum(translated.amounts.values(), ZERO),
             loyalty_key=_loyalty_key(session.loyalty_id),
         )
         self.counters.add("rewards.granted", len(translated.rewards))
         return Handled(response, outcome.waited_s)
+
+    def _begin_customer(self, request: Request, deadline: float) -> Handled:
+        """A customer before the basket: with a loyalty ID, the host says who it is (display
+        text, balance, receipt lines) and the transaction's session remembers the ID for the
+        GetRewards that follows; without one, a header-only answer."""
+        if request.loyalty_id is None:
+            return Handled(_answer(request))
+        session = self.sessions.open(request.header.loyalty_sequence_id)
+        session.register_id = request.register or session.register_id
+        return self._identify(request, session, "begin_customer", deadline)
+
+    def _customer_messaging(self, request: Request, deadline: float) -> Handled:
+        session = self.sessions.open(request.header.loyalty_sequence_id)
+        session.register_id = request.register or session.register_id
+        return self._identify(request, session, "messaging", deadline)
+
+    def _identify(self, request: Request, session: Session, purpose: str, deadline: float):
+        response = _answer(request, session.session_id)
+        age_checked = self._take_loyalty_id(request, session)
+        if not session.loyalty_id:
+            if age_checked:
+                response.loyalty_id_valid = True
+                over = session.age_verified
+                response.loyalty_id_text = "AGE 21+ VERIFIED" if over else "AGE 21+ NOT VERIFIED"
+            return Handled(response)
+        body = identify_body(
+            request,
+            self.identity,
+            session.session_id,
+            session.loyalty_id,
+            session.entry_method,
+            purpose,
+        )
+        label = f"identify {session.session_id} id {mask_id(session.loyalty_id)}"
+        outcome = self.relay.call(lambda: self.client.identify(body), deadline, label)
+        answer = outcome.answer if outcome.ok and isinstance(outcome.answer, dict) else None
+        if answer is not None:
+            valid = answer.get("loyalty_id_valid") is not False
+            text = answer.get("display_text") or ("WELCOME" if valid else "INVALID LOYALTY ID")
+            response.receipt_lines = receipt_lines(answer.get("receipt_lines"))
+        else:
+            self.counters.add(_failure_counter(outcome).replace("rewards.", "identify."))
+            valid = self.engine.loyalty_id_valid(session.loyalty_id) is not False
+            text = ACCEPTED_OFFLINE_TEXT if valid else "INVALID LOYALTY ID"
+            log.info(
+                "session %s: customer %s identified by the offline policy (valid: %s)",
+                session.session_id,
+                mask_id(session.loyalty_id),
+                valid,
+            )
+        response.loyalty_id_valid = valid
+        response.loyalty_id_text = trim(text, wire.RECEIPT_LINE_MAX)
+        return Handled(response, outcome.waited_s)
+
+    def _end_customer(self, request: Request, deadline: float) -> Handled:
+        """The customer part of the transaction ends: its loyalty ID and age check are
+        forgotten; the basket and the rewards the POS was told about stay."""
+        session = self.sessions.get(request.header.loyalty_sequence_id)
+        if session is not None:
+            session.loyalty_id = None
+            session.entry_method = ""
+            session.loyalty_source = "pos"
+            session.age_verified = None
+        return Handled(_answer(request))
+
+    def _reward_status(self, request: Request, deadline: float) -> Handled:
+        """The rewards the box last gave for this transaction, as they were sent."""
+        response = _answer(request)
+        session_id = request.header.loyalty_sequence_id
+        granted = self.journal.granted_rewards(session_id) if session_id else None
+        response.add_rewards = [r for r in map(_reward_from_json, granted or []) if r]
+        return Handled(response)
 
     def _take_loyalty_id(self, request: Request, session: Session) -> bool:
         """Record the request's LoyaltyID in the session; True when it was an age check."""
@@ -349,6 +439,11 @@ class LoyaltyService:
             return Handled(earlier)
         response = _answer(request, session.session_id if session else "")
         body = self._event_body("finalize", request, session)
+        body["rewards_dropped"] = list(session.dropped) if session else []
+        if body["decision"]["origin"] == "offline":
+            # Accrual the host confirms later: points are never lost for being earned offline.
+            discount = sum((Decimal(r["amount"]) for r in body["rewards_applied"]), ZERO)
+            body["points_pending"] = self.engine.points_pending(body, discount)
         # Claimed before it is journaled: the outbox must not send it while we do.
         self.outbox.claim(event_id)
         try:
@@ -385,12 +480,89 @@ class LoyaltyService:
         self.outbox.wake()
         return Handled(_answer(request))
 
-    def _kept_only(self, request: Request, deadline: float, kept: Kept) -> Handled:
-        """CancelRedemption and EndPeriod: kept as received, no host event of their own yet."""
-        self.journal.settle(kept.id, "no_event")
+    def _cancel_redemption(self, request: Request, deadline: float, kept: Kept) -> Handled:
+        """The POS takes back a redemption: a `cancel_redemption` event with the loyalty ID and
+        the reward ids or points it names."""
+        head = request.header
+        key = "/".join(
+            [head.store_location_id, head.loyalty_sequence_id, head.pos_sequence_id]
+            + request.reward_ids
+        )
+        event_id = self._event_id_for("cancel_redemption", key)
+        earlier = self._earlier_answer(event_id, request, kept)
+        if earlier is not None:
+            return Handled(earlier)
+        session = self.sessions.get(head.loyalty_sequence_id)
+        loyalty_id = session.loyalty_id if session else None
+        if request.loyalty_id is not None:
+            loyalty_id = resolve(loyalty_id, request.loyalty_id.value)
+        body = {
+            "event": "cancel_redemption",
+            "device_id": self.identity.device_id,
+            "site_id": self.identity.site_id,
+            "session_id": head.loyalty_sequence_id,
+            "pos": pos_facts(request),
+            "loyalty_id": {"value": loyalty_id} if loyalty_id else None,
+            "reward_ids": list(request.reward_ids),
+            "points": fmt_decimal(request.points_redeemed) or "0",
+            "occurred_at": now_rfc3339(),
+            "recorded_at": now_rfc3339(),
+        }
+        self._journal_plain_event(event_id, body, kept)
         return Handled(_answer(request))
 
+    def _end_period(self, request: Request, deadline: float, kept: Kept) -> Handled:
+        """The POS closes a business period: an `end_period` event describing the period that
+        closed, with the box's own counts for it so the host can reconcile."""
+        closed = request.periods.get("from")
+        if closed is None or not closed.business_date:
+            raise Unreadable("EndPeriod without a FromPeriod business date")
+        key = "/".join(
+            [
+                request.header.store_location_id,
+                closed.business_date,
+                closed.type or "",
+                closed.begin or "",
+            ]
+        )
+        event_id = self._event_id_for("end_period", key)
+        earlier = self._earlier_answer(event_id, request, kept)
+        if earlier is not None:
+            return Handled(earlier)
+        body = {
+            "event": "end_period",
+            "device_id": self.identity.device_id,
+            "site_id": self.identity.site_id,
+            "pos": pos_facts(request),
+            "period": closed.as_json(),
+            "business_date": closed.business_date,
+            **self.journal.period_counts(closed.business_date, _counting_from(closed.begin)),
+            "occurred_at": closed.end if closed.end and closed.end < "2100" else now_rfc3339(),
+            "recorded_at": now_rfc3339(),
+        }
+        self._journal_plain_event(event_id, body, kept)
+        return Handled(_answer(request))
+
+    def _journal_plain_event(self, event_id: str, body: dict[str, Any], kept: Kept) -> None:
+        """An event that is not a sale (no discount, no per-ID limit): committed, settling its
+        kept request, before the POS is answered; the outbox delivers it."""
+        loyalty = body.get("loyalty_id") or {}
+        self.journal.add_event(
+            event_id,
+            body["event"],
+            body,
+            loyalty_key=_loyalty_key(loyalty.get("value")),
+            day=self.today().isoformat(),
+            received_id=kept.id,
+        )
+        self.journal.set_answer(event_id, {"receipt_lines": []})
+        self.counters.add(f"events.journaled.{body['event']}")
+        self.outbox.wake()
+
     # ---- transaction events -------------------------------------------------------------
+
+    def _event_id_for(self, event: str, key: str) -> str:
+        return str(uuid.uuid5(EVENT_NAMESPACE, f"{self.identity.device_id}|{event}|{key}"))
 
     def _event_id(self, event: str, request: Request, session: Session | None) -> str:
         """A stable id for one event of one transaction, so a resend maps to the same event."""
@@ -408,7 +580,7 @@ class LoyaltyService:
             key = "session/" + session.session_id
         else:
             key = "body/" + hashlib.sha256(repr(txn).encode()).hexdigest()
-        return str(uuid.uuid5(EVENT_NAMESPACE, f"{self.identity.device_id}|{event}|{key}"))
+        return self._event_id_for(event, key)
 
     def _event_body(self, event: str, request: Request, session: Session | None) -> dict[str, Any]:
         if request.transaction is None and session is not None and session.last_body:
@@ -527,6 +699,27 @@ def _rewards_applied(request: Request, session: Session | None) -> list[dict[str
                 }
             )
     return applied
+
+
+def _reward_json(reward: Reward) -> dict[str, Any]:
+    return {**vars(reward), "value": str(reward.value)}
+
+
+def _reward_from_json(raw: Any) -> Reward | None:
+    """A reward as the journal kept it (GetRewardStatus); None for a row it cannot read."""
+    try:
+        return Reward(**{**raw, "value": Decimal(str(raw["value"]))})
+    except (TypeError, KeyError, ArithmeticError):
+        return None
+
+
+def _counting_from(begin: str | None) -> float:
+    """From when events can belong to a period that began at `begin` (a day's margin for a
+    POS clock that is off); without a begin, the last 8 days."""
+    try:
+        return parse_rfc3339(begin).timestamp() - 86_400
+    except ValueError:
+        return time.time() - 8 * 86_400
 
 
 def _failure_counter(outcome) -> str:

@@ -31,6 +31,9 @@ class Session:
     """The rewards the POS was last told to apply, by reward id."""
     amounts: dict[str, Decimal] = field(default_factory=dict)
     """The currency each granted reward takes off."""
+    dropped: list[dict[str, str]] = field(default_factory=list)
+    """Host rewards of the latest decision the POS could not be given (the finalize event's
+    `rewards_dropped`)."""
     last_body: dict[str, Any] | None = None
     """The last /v1/rewards body, the base of a cancel event."""
     decision: dict[str, Any] = field(default_factory=dict)

@@ -34,6 +34,7 @@ from app.pos.framing import (
 from app.pos.model import (
     Line,
     LoyaltyIdEntry,
+    Period,
     Request,
     RequestHeader,
     Response,
@@ -446,10 +447,12 @@ def reverse(head: HeadLike, txn: TransactionData | None = None) -> Request:
 
 
 def end_period(head: HeadLike, from_date: str | None = None, to_date: str | None = None) -> Request:
+    """EndPeriod closing the business day `from_date` and opening `to_date` (as Passport
+    sends it: a "day" report period each)."""
     request = message("EndPeriod", head)
-    request.extra = {
-        key: value for key, value in (("fromperiod", from_date), ("toperiod", to_date)) if value
-    }
+    for key, day in (("from", from_date), ("to", to_date)):
+        if day:
+            request.periods[key] = Period(business_date=day, type="day")
     return request
 
 

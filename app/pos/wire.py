@@ -37,6 +37,12 @@ TRANSACTION_HEADER_FIELDS = {
 }
 BUSINESS_PERIOD = "BusinessPeriod"
 BUSINESS_DATE = "BusinessDate"
+PRIMARY_REPORT_PERIOD = "PrimaryReportPeriod"
+PERIOD_INTERVAL_ATTR = "interval"
+PERIOD_BEGIN = ("BeginDate", "BeginTime")
+PERIOD_END = ("EndDate", "EndTime")
+EVENT_START = ("EventStartDate", "EventStartTime")
+EVENT_END = ("EventEndDate", "EventEndTime")
 OUTSIDE_SALES_FLAG = "OutsideSalesFlag"
 TRAINING_FLAG = "TrainingModeFlag"
 REGISTER_ID = "RegisterID"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from datetime import date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
 
@@ -22,6 +23,7 @@ from app.pos.model import (
     MESSAGE_STEMS,
     Line,
     LoyaltyIdEntry,
+    Period,
     Request,
     RequestHeader,
     Response,
@@ -174,12 +176,13 @@ def read_request(payload: bytes, dialect: str = "passport") -> Request:
 
 def _read_body(root: ET.Element, request: Request) -> None:
     known = {wire.HEADER.lower(), wire.LOYALTY_ID.lower(), wire.TRANSACTION_DATA.lower()}
-    periods = {name.lower() for name in wire.END_PERIODS}
+    periods = {
+        name.lower(): key for name, key in zip(wire.END_PERIODS, ("from", "to"), strict=True)
+    }
     for child in root:
         name = _local(child.tag)
-        if name in periods:  # EndPeriod: keep the business date of each period
-            date = _text(_child(child, wire.BUSINESS_PERIOD), wire.BUSINESS_DATE)
-            request.extra[name] = date or ""
+        if name in periods:  # EndPeriod: the period it closes and the one it opens
+            request.periods[periods[name]] = _read_period(_child(child, wire.BUSINESS_PERIOD))
         elif name not in known:
             request.extra[name] = _bounded(child, (child.text or "").strip())
         if len(request.extra) > MAX_EXTRA_ELEMENTS:
@@ -200,6 +203,47 @@ def _read_body(root: ET.Element, request: Request) -> None:
     for holder in (root, data):
         request.points_redeemed = request.points_redeemed or _number(holder, wire.POINTS_REDEEMED)
         request.final_total = request.final_total or _number(holder, wire.FINAL_TOTAL)
+    if request.stem == "CancelRedemption":  # the rewards it cancels, wherever the POS puts them
+        for el in root.iter():
+            if _local(el.tag) == wire.REWARD_ID.lower() and (el.text or "").strip():
+                if len(request.reward_ids) >= MAX_LINES:
+                    raise Refused(f"more than {MAX_LINES} reward ids")
+                request.reward_ids.append(_bounded(el, el.text.strip()))
+
+
+def _read_period(el: ET.Element | None) -> Period:
+    """A BusinessPeriod; dates and times that do not read as such are left out."""
+    primary = _child(el, wire.PRIMARY_REPORT_PERIOD)
+    interval = _attr(primary, wire.PERIOD_INTERVAL_ATTR)
+    return Period(
+        business_date=_date(_text(el, wire.BUSINESS_DATE)),
+        type=interval.lower() if interval else None,
+        begin=_moment(el, wire.PERIOD_BEGIN),
+        end=_moment(el, wire.PERIOD_END),
+    )
+
+
+def _date(text: str | None) -> str | None:
+    try:
+        return date.fromisoformat(text).isoformat() if text else None
+    except ValueError:
+        return None
+
+
+def _moment(el: ET.Element | None, names: tuple[str, str]) -> str | None:
+    """A POS date and time ("2025-09-17", "13:44:17-04:00") as RFC 3339, the POS's offset
+    kept; without an offset the box's own (the POS is on the same site). None when either
+    is missing or unreadable."""
+    day, clock = _date(_text(el, names[0])), _text(el, names[1])
+    if not day or not clock:
+        return None
+    try:
+        moment = datetime.combine(date.fromisoformat(day), time.fromisoformat(clock))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()
+    return moment.isoformat(timespec="seconds")
 
 
 def _stem(root: ET.Element) -> str:
@@ -249,11 +293,17 @@ def sniff_stem(payload: bytes) -> str | None:
 
 def _read_transaction(data: ET.Element) -> TransactionData:
     head = _child(data, wire.TRANSACTION_HEADER)
+    period_el = _child(head, wire.BUSINESS_PERIOD)
+    period = _read_period(period_el) if period_el is not None else None
     txn = TransactionData(
         **{key: _text(head, name) for key, name in wire.TRANSACTION_HEADER_FIELDS.items()},
-        business_date=_text(_child(head, wire.BUSINESS_PERIOD), wire.BUSINESS_DATE),
+        # The business date as sent: it keys the event id of a transaction (unchanged).
+        business_date=_text(period_el, wire.BUSINESS_DATE),
         outside_sale=bool(_flag(_child(head, wire.OUTSIDE_SALES_FLAG))),
         training=bool(_flag(_child(head, wire.TRAINING_FLAG))),
+        period=period,
+        event_started_at=_moment(head, wire.EVENT_START),
+        event_ended_at=_moment(head, wire.EVENT_END),
     )
     for line_el in _children(_child(data, wire.DETAIL_GROUP), wire.LINE):
         if len(txn.lines) >= MAX_LINES:
@@ -397,10 +447,17 @@ def _yes_no(parent: ET.Element, element: str, value: bool) -> ET.Element:
 
 
 def _reward_value(method: str, value: Decimal) -> str:
-    # Currency to the cent; percentages keep what the host said.
+    # Currency to the cent; percentages keep what the host said; a new price keeps the tenths
+    # of a cent fuel is priced in (3.359), to 4 decimals.
     if method == wire.POS_METHODS["percent_off"]:
         return fmt_decimal(value) or "0"
+    if method == wire.POS_METHODS["new_price"] and value != value.quantize(CENT):
+        return str(value.quantize(FUEL_PRICE_STEP))
     return fmt_money(value)
+
+
+CENT = Decimal("0.01")
+FUEL_PRICE_STEP = Decimal("0.0001")
 
 
 # ---- the POS's side: writing requests, reading responses (simulator and tests) -------------
@@ -422,15 +479,29 @@ def write_request(request: Request, dialect: str) -> bytes:
         entry.text = request.loyalty_id.value
     if request.transaction is not None:
         _write_transaction(root, request.transaction)
-    for name in wire.END_PERIODS:
-        if request.extra.get(name.lower()):
-            period = ET.SubElement(ET.SubElement(root, name), wire.BUSINESS_PERIOD)
-            ET.SubElement(period, wire.BUSINESS_DATE).text = request.extra[name.lower()]
+    for name, key in zip(wire.END_PERIODS, ("from", "to"), strict=True):
+        if key in request.periods:
+            _write_period(ET.SubElement(root, name), request.periods[key])
+    for reward_id in request.reward_ids:
+        ET.SubElement(root, wire.REWARD_ID).text = reward_id
     if request.points_redeemed is not None:
         ET.SubElement(root, wire.POINTS_REDEEMED).text = fmt_decimal(request.points_redeemed)
     if request.final_total is not None:
         ET.SubElement(root, wire.FINAL_TOTAL).text = fmt_money(request.final_total)
     return _serialize(root, eps)
+
+
+def _write_period(parent: ET.Element, period: Period) -> None:
+    """A BusinessPeriod as Passport writes it (field capture): date, report period, bounds."""
+    el = ET.SubElement(parent, wire.BUSINESS_PERIOD)
+    if period.business_date:
+        ET.SubElement(el, wire.BUSINESS_DATE).text = period.business_date
+    if period.type:
+        ET.SubElement(el, wire.PRIMARY_REPORT_PERIOD, {wire.PERIOD_INTERVAL_ATTR: period.type})
+    for names, moment in ((wire.PERIOD_BEGIN, period.begin), (wire.PERIOD_END, period.end)):
+        if moment:
+            ET.SubElement(el, names[0]).text = moment[:10]
+            ET.SubElement(el, names[1]).text = moment[11:]
 
 
 def _write_transaction(parent: ET.Element, txn: TransactionData) -> None:
@@ -441,9 +512,16 @@ def _write_transaction(parent: ET.Element, txn: TransactionData) -> None:
     for key, element in wire.TRANSACTION_HEADER_FIELDS.items():
         if getattr(txn, key) is not None:
             ET.SubElement(head, element).text = getattr(txn, key)
-    if txn.business_date:
-        period = ET.SubElement(head, wire.BUSINESS_PERIOD)
-        ET.SubElement(period, wire.BUSINESS_DATE).text = txn.business_date
+    if txn.business_date or txn.period:
+        period = txn.period or Period()
+        _write_period(head, Period(txn.business_date, period.type, period.begin, period.end))
+    for names, moment in (
+        (wire.EVENT_START, txn.event_started_at),
+        (wire.EVENT_END, txn.event_ended_at),
+    ):
+        if moment:
+            ET.SubElement(head, names[0]).text = moment[:10]
+            ET.SubElement(head, names[1]).text = moment[11:]
     group = ET.SubElement(data, wire.DETAIL_GROUP)
     kind_names = {kind: name for name, kind in wire.LINE_KINDS.items()}
     for line in txn.lines:

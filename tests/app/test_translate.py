@@ -91,8 +91,8 @@ def test_rewards_that_would_go_negative_are_dropped():
     )
     assert [r.reward_id for r in out.rewards] == ["R"]
     assert len(out.dropped) == 5
-    assert any("line 1 negative" in d for d in out.dropped)
-    assert any("the ticket negative" in d for d in out.dropped)
+    assert any("line 1 negative" in d["reason"] for d in out.dropped)
+    assert any("the ticket negative" in d["reason"] for d in out.dropped)
 
 
 def test_receipt_lines_cut_to_40():

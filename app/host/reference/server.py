@@ -45,7 +45,7 @@ from provisioning.rfc3339 import parse_rfc3339
 log = logging.getLogger("connectbox.reference_host")
 
 DEFAULT_POLICY_PATH = Path(__file__).with_name("default_policy.json")
-EVENT_TYPES = ("finalize", "cancel", "reverse", "unreadable")
+EVENT_TYPES = ("finalize", "cancel", "reverse", "cancel_redemption", "end_period", "unreadable")
 HEARTBEAT_STATUSES = ("online", "degraded", "offline")
 MAX_BATCH_EVENTS = 500
 MAX_LOG_BYTES = 5 * 1024 * 1024
