@@ -77,7 +77,10 @@ def translate_rewards(host_rewards: Any, txn: TransactionData | None, dialect: s
         try:
             reward, amount = _translate_one(raw, lines, ticket_left, dialect)
             target = reward.target_line
-            if amount > ticket_left or (target and amount > remaining[target]):
+            # A roll-back before fueling cannot make anything negative: the new price is
+            # within 0..price, and the POS applies it to the gallons as they are dispensed.
+            over = amount > ticket_left or (target and amount > remaining[target])
+            if over and not _before_fueling_line(reward, lines):
                 where = f"line {target}" if target else "the ticket"
                 raise Dropped(f"would make {where} negative")
         except Dropped as why:
@@ -89,11 +92,20 @@ def translate_rewards(host_rewards: Any, txn: TransactionData | None, dialect: s
             result.dropped.append({"reward_id": reward_id, "reason": str(why)})
             continue
         if target:
-            remaining[target] -= amount
-        ticket_left -= amount
+            remaining[target] = max(ZERO, remaining[target] - amount)
+        ticket_left = max(ZERO, ticket_left - amount)
         result.rewards.append(reward)
         result.amounts[reward.reward_id] = amount
     return result
+
+
+def _before_fueling_line(reward: Reward, lines: dict[int, Line]) -> bool:
+    line = lines.get(reward.target_line)
+    return reward.method == "newPrice" and line is not None and _fueling_ahead(line)
+
+
+def _fueling_ahead(line: Line) -> bool:
+    return line.kind == "fuel" and not line.quantity
 
 
 def _saleable(line: Line) -> bool:

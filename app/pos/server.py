@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from app.pos.framing import DEFAULT_MAX_FRAME, FramingError, make_framer
 from app.pos.limits import FrameClock, LogThrottle, skipped_note
 from app.pos.model import Request
-from app.pos.service import LoyaltyService, NotAccepted
+from app.pos.service import Handled, LoyaltyService, NotAccepted
 from app.pos.xmlcodec import XmlError, write_response
 from app.stats import LatencyWindow
 
@@ -28,6 +28,7 @@ log = logging.getLogger("connectbox.pos")
 # A burst of connects waits in the kernel's queue instead of having its SYNs dropped (the
 # socketserver default of 5 let through about 6 connections a second).
 LISTEN_BACKLOG = 1024
+MAX_TOLD = 256  # POS addresses remembered for the page: a site has a handful
 
 
 @dataclass
@@ -80,6 +81,9 @@ class PosServer(socketserver.ThreadingTCPServer):
         self.overhead = LatencyWindow()
         self.connections: dict[int, ConnectionInfo] = {}
         self.peers: dict[str, dict[str, object]] = {}  # past POS connections by address
+        # What each POS (by address) was last answered to GetLoyaltyOnlineStatus, and when:
+        # the technician's "Is Loyalty Host Online on the Passport?".
+        self.told: dict[str, dict[str, object]] = {}
         self.closed_bad_input = 0
         self.cut_slow_frame = 0
         self.refused_over_cap = 0
@@ -215,15 +219,33 @@ class PosServer(socketserver.ThreadingTCPServer):
             self._changed.notify_all()
             return not self._stopping
 
+    def note_told(self, info: ConnectionInfo, handled: Handled) -> None:
+        response = handled.response
+        if response.stem != "GetLoyaltyOnlineStatus":
+            return
+        address = info.peer.rsplit(":", 1)[0]
+        told = {
+            "pos": address,
+            "vendor": " ".join(filter(None, (info.vendor, info.model_version))),
+            "register": info.register,
+            "prompt_for_loyalty": response.prompt_for_loyalty is not False,
+            "at": time.time(),
+        }
+        with self._lock:
+            if address in self.told or len(self.told) < MAX_TOLD:
+                self.told[address] = told
+
     def snapshot(self) -> dict[str, object]:
         with self._lock:
             connections = [vars(info).copy() for info in self.connections.values()]
+            told = sorted(self.told.values(), key=lambda t: str(t["pos"]))
         return {
             "listen": f"{self.server_address[0]}:{self.port}",
             "dialect": self.dialect,
             "running": self.running,
             "connections": connections,
             "past_peers": list(self.peers.values())[-20:],
+            "online_status_told": told,
             "closed_bad_input": self.closed_bad_input,
             "cut_slow_frame": self.cut_slow_frame,
             "refused_over_cap": self.refused_over_cap,
@@ -272,6 +294,7 @@ class PosConnection(socketserver.BaseRequestHandler):
                     handled = self.server.service.handle_frame(frame.payload, dialect, received_at)
                     if handled.request is not None:
                         info.note(handled.request, framer.dialect)
+                        self.server.note_told(info, handled)
                     sock.sendall(framer.encode(write_response(handled.response, dialect)))
                     elapsed = time.monotonic() - received_at
                     self.server.overhead.add(max(0.0, elapsed - handled.host_wait_s))

@@ -40,6 +40,7 @@ class Table:
     headers: list[str]
     rows: list[list[str]]
     empty: str = ""
+    title: str = ""
 
 
 @dataclass
@@ -202,6 +203,25 @@ def pos_section(status: dict[str, Any], now: float) -> Section:
         ],
         "No POS is connected right now.",
     )
+    told = Table(
+        ["POS", "Register", "Told", "When"],
+        [
+            [
+                text(" ".join(filter(None, (t.get("pos"), t.get("vendor"))))),
+                text(t.get("register")),
+                text(
+                    "online: prompt for loyalty"
+                    if t.get("prompt_for_loyalty")
+                    else "offline: do not prompt"
+                ),
+                ago(t.get("at"), now),
+            ]
+            for t in pos.get("online_status_told") or []
+            if isinstance(t, dict)
+        ],
+        "No POS has asked whether the loyalty host is online yet.",
+        title="What each POS was last told (Is Loyalty Host Online?)",
+    )
     return Section(
         "pos",
         "POS link",
@@ -217,7 +237,7 @@ def pos_section(status: dict[str, Any], now: float) -> Section:
             ("Connections refused over the cap", text(pos.get("refused_over_cap"))),
             ("Box overhead per request", percentiles(pos.get("overhead_ms"))),
         ],
-        tables=[peers],
+        tables=[peers, told],
         wide=True,
     )
 

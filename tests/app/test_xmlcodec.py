@@ -130,3 +130,50 @@ def test_request_writer_round_trips(dialect):
     request = Request("BeginCustomer", header, register_id="3", outside_sale=False)
     again = read_request(write_request(request, dialect), dialect)
     assert again.header == header and again.register_id == "3"
+
+
+def test_the_pos_facts_of_a_sale_are_read_with_their_offsets():
+    finalize = next(
+        json.loads(line)["xml"]
+        for line in CAPTURE.read_text().splitlines()
+        if "<FinalizeRewardsRequest>" in line
+    )
+    txn = read_request(finalize.encode()).transaction
+    assert txn.business_date == "2025-09-16" and txn.cashier_id == "91"
+    assert txn.event_started_at == "2025-09-17T13:44:17-04:00"
+    assert txn.period.type == "day" and txn.period.begin == "2025-09-16T21:32:17-04:00"
+
+
+def test_end_period_reads_both_periods_and_a_bad_time_is_left_out():
+    payload = (
+        b"<EndPeriodRequest><RequestHeader><POSSequenceID>9</POSSequenceID></RequestHeader>"
+        b"<FromPeriod><BusinessPeriod><BusinessDate>2025-12-29</BusinessDate>"
+        b'<PrimaryReportPeriod interval="day">210</PrimaryReportPeriod>'
+        b"<BeginDate>2025-12-29</BeginDate><BeginTime>21:13:39-05:00</BeginTime>"
+        b"<EndDate>2025-12-30</EndDate><EndTime>25:99</EndTime></BusinessPeriod></FromPeriod>"
+        b"<ToPeriod><BusinessPeriod><BusinessDate>2025-13-40</BusinessDate></BusinessPeriod>"
+        b"</ToPeriod></EndPeriodRequest>"
+    )
+    request = read_request(payload)
+    closed, opened = request.periods["from"], request.periods["to"]
+    assert (closed.business_date, closed.type, closed.begin, closed.end) == (
+        "2025-12-29",
+        "day",
+        "2025-12-29T21:13:39-05:00",
+        None,
+    )
+    assert opened.business_date is None
+
+
+def test_cancel_redemption_names_its_rewards_wherever_the_pos_puts_them():
+    payload = (
+        b"<CancelRedemptionRequest><RequestHeader><POSSequenceID>9</POSSequenceID>"
+        b"</RequestHeader><LoyaltyID>2142840123</LoyaltyID><LoyaltyRewardID>R1</LoyaltyRewardID>"
+        b"<Redemption><LoyaltyRewardID>R2</LoyaltyRewardID><LoyaltyRewardID> </LoyaltyRewardID>"
+        b"</Redemption><PointsRedeemed>150</PointsRedeemed></CancelRedemptionRequest>"
+    )
+    request = read_request(payload)
+    assert request.reward_ids == ["R1", "R2"]
+    assert request.points_redeemed == Decimal("150")
+    back = read_request(write_request(request, "eps"), "eps")
+    assert back.reward_ids == ["R1", "R2"]

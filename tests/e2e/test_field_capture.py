@@ -65,4 +65,12 @@ def test_passport_capture_replays_cleanly(shared_dir, reference_host, make_box):
     assert len(offline) == 1 and offline[0]["deliveries"] == 1
     assert offline[0]["body"]["pos"]["pos_transaction_id"] == "7748"
     assert offline[0]["body"]["decision"]["rule"] == "pos_stored_offline"
+    # ... as the September sale it is: the POS's business date, event time and cashier, and
+    # the box's own time of journaling beside them.
+    old_sale = offline[0]["body"]
+    assert old_sale["pos"]["business_date"] == "2025-09-16"
+    assert old_sale["occurred_at"] == "2025-09-17T13:44:17-04:00"
+    assert old_sale["pos"]["cashier_id"] == "91" and old_sale["pos"]["training"] is False
+    assert old_sale["pos"]["period"]["type"] == "day"
+    assert old_sale["recorded_at"] > "2026"
     assert box.pos_server.closed_bad_input == 0
