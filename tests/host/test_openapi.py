@@ -81,6 +81,7 @@ def test_every_endpoint_of_the_contract_is_documented():
         ("POST", "/v1/enroll"),
         ("GET", "/v1/devices/{device_id}/config"),
         ("POST", "/v1/rewards"),
+        ("POST", "/v1/customers/identify"),
         ("POST", "/v1/transactions"),
         ("POST", "/v1/transactions/batch"),
         ("POST", "/v1/devices/{device_id}/heartbeat"),
