@@ -2,7 +2,8 @@
 
 Every key is declared once, as a field of its table's dataclass below: its default, its kind
 (which checks it: `Whole(100, 10000)`, `Choice(...)`, ...) and its line in
-`docs/configuration.md` (whose key tables `python -m app.config_doc` writes from here).
+`docs/configuration.md` (whose key tables `python -m app.config_doc` writes from here). The same
+declarations check the provider's device config (`provider_settings`).
 
 Every problem stops start-up with one message that names the key, e.g.
 `config error: [host] deadline_ms: must be a whole number from 100 to 10000 (got 'fast')`.
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,6 +27,7 @@ from provisioning.api import is_loopback_host
 
 DEFAULT_PATH = "/etc/connectbox/connectbox.toml"
 
+log = logging.getLogger("connectbox.config")
 T = TypeVar("T")
 
 
@@ -571,6 +575,10 @@ def tables() -> dict[str, type]:
     return {**sections, "readers.bind": BindEntry}
 
 
+def declared(place: str, name: str) -> Key:
+    return table_keys(tables()[place])[name][1]
+
+
 # ---- reading -------------------------------------------------------------------------------
 
 
@@ -633,3 +641,79 @@ def parse_listen(value: Any) -> Listen:
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"bad port in {value!r}")
     return Listen(host, int(port_text))
+
+
+# ---- the provider's device config ----------------------------------------------------------
+
+# The provider's config (host-api.md) sets three of the file's keys, under its own names; each
+# is checked by the file's declaration.
+PROVIDER_KEYS = {
+    "heartbeat_s": ("provisioning", "heartbeat_s"),
+    "pos.deadline_ms": ("host", "deadline_ms"),
+    "readers": ("readers", "bind"),
+}
+# What else it says that is not applied here: `site` and `policy` are the policy manager's, and
+# the POS listener's dialect and port are not changed under a running POS.
+PROVIDER_OTHER = ("config_version", "site", "policy", "pos.dialect", "pos.listen_port")
+# A binding from the provider names only the register and the match (host-api.md).
+PROVIDER_READER_KEYS = ("register_id", "match")
+
+
+def provider_settings(raw: dict[str, Any]) -> dict[str, Any]:
+    """The provider's device config checked like the file: the values that passed, by the
+    provider's names. A bad value is logged and left out, so the value in force stays and the box
+    keeps serving. Keys this box does not know are logged and ignored: a newer host may send
+    more than this box knows."""
+    ignored = [
+        name for name in _provider_names(raw) if name not in (*PROVIDER_KEYS, *PROVIDER_OTHER)
+    ]
+    settings: dict[str, Any] = {}
+    for name, (place, key_name) in PROVIDER_KEYS.items():
+        value = _dig(raw, name)
+        if value is _ABSENT:
+            continue
+        kind = declared(place, key_name).kind
+        if name == "readers":
+            value = _provider_readers(value, ignored)
+            kind = Bindings("provider readers")  # the same entries, named as the provider does
+        try:
+            settings[name] = _check(kind, value, "provider", name)
+        except ConfigError as exc:
+            log.warning("%s; the value in force stays", exc)
+    if ignored:
+        log.info("provider config: ignored %s (unknown to this box)", ", ".join(ignored))
+    return settings
+
+
+_ABSENT = object()
+
+
+def _dig(raw: dict[str, Any], dotted: str) -> Any:
+    value: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _ABSENT
+        value = value[part]
+    return value
+
+
+def _provider_names(raw: dict[str, Any]) -> Iterator[str]:
+    # `pos` is a table of keys; `site` and `policy` are read whole by the policy manager.
+    for name, value in raw.items():
+        if name == "pos" and isinstance(value, dict):
+            yield from (f"pos.{key}" for key in value)
+        else:
+            yield name
+
+
+def _provider_readers(value: Any, ignored: list[str]) -> Any:
+    """The entries cut to the keys the host may send; the rest is named in `ignored`."""
+    if not isinstance(value, list):
+        return value
+    kept: list[Any] = []
+    for index, entry in enumerate(value):
+        if isinstance(entry, dict):
+            ignored += [f"readers.{index}.{k}" for k in entry if k not in PROVIDER_READER_KEYS]
+            entry = {k: v for k, v in entry.items() if k in PROVIDER_READER_KEYS}
+        kept.append(entry)
+    return kept

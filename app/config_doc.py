@@ -13,7 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from app.config import Key, table_keys, tables
+from app.config import (
+    PROVIDER_KEYS,
+    PROVIDER_READER_KEYS,
+    Bindings,
+    Key,
+    declared,
+    table_keys,
+    tables,
+)
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 BLOCK = re.compile(r"(<!-- keys: (\S+) -->\n)(.*?)(<!-- /keys -->)", re.S)
@@ -21,18 +29,36 @@ BLOCK = re.compile(r"(<!-- keys: (\S+) -->\n)(.*?)(<!-- /keys -->)", re.S)
 
 def key_table(place: str) -> str:
     """One table's keys: name, default, and the doc with the bounds."""
+    overridden = {f"{p}.{k}": name for name, (p, k) in PROVIDER_KEYS.items()}
     defaults = tables()[place]()
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for name, (attribute, key) in table_keys(tables()[place]).items():
         meaning = [key.doc, key.kind.bounds()]
+        provider = overridden.get(f"{place}.{name}")
+        if provider:
+            meaning.append(f"The provider's device config overrides it (`{provider}`).")
         default = _default(key, getattr(defaults, attribute))
         rows.append(f"| `{name}` | {default} | {' '.join(m for m in meaning if m)} |")
     return "\n".join(rows) + "\n"
 
 
+def provider_table() -> str:
+    """The provider's keys and the file's keys that check them."""
+    rows = ["| provider's key | checked as |", "|---|---|"]
+    for name, (place, key_name) in PROVIDER_KEYS.items():
+        kind = declared(place, key_name).kind
+        if isinstance(kind, Bindings):
+            only = " and ".join(f"`{k}`" for k in PROVIDER_READER_KEYS)
+            checked = f"`[[{kind.place}]]` tables, of {only} only."
+        else:
+            checked = f"`[{place}] {key_name}`: {kind.bounds()}"
+        rows.append(f"| `{name}` | {checked} |")
+    return "\n".join(rows) + "\n"
+
+
 def render(text: str) -> str:
     """`text` with every key table written afresh; each table must have its place."""
-    known = list(tables())
+    known = [*tables(), "provider"]
     seen = []
 
     def table(found: re.Match[str]) -> str:
@@ -40,7 +66,7 @@ def render(text: str) -> str:
         if place not in known:
             raise ValueError(f"{DOC.name}: no table of keys called {place!r}")
         seen.append(place)
-        return found[1] + key_table(place) + found[4]
+        return found[1] + (provider_table() if place == "provider" else key_table(place)) + found[4]
 
     result = BLOCK.sub(table, text)
     missing = [place for place in known if place not in seen]

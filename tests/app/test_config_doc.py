@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import tomllib
 
 import pytest
 
-from app.config import ConfigError, parse_config, table_keys, tables
+from app.config import ConfigError, parse_config, provider_settings, table_keys, tables
 from app.config_doc import DOC, render
 
 HOST = {"url": "https://host.example", "device_id": "D-1", "site_id": "S-1", "token": "t"}
@@ -31,7 +32,12 @@ def test_every_key_of_the_example_is_declared():
         assert set(keys) <= set(table_keys(tables()[section])), section
 
 
-def test_the_message_the_docs_show_is_the_boxs():
+def test_the_messages_the_docs_show_are_the_boxs(caplog):
+    text = DOC.read_text()
     with pytest.raises(ConfigError) as local:
         parse_config({"host": {**HOST, "deadline_ms": "fast"}})
-    assert str(local.value) in DOC.read_text()
+    with caplog.at_level(logging.INFO, logger="connectbox.config"):
+        provider_settings({"pos": {"deadline_ms": 50}, "retention_days": 30})
+    shown = [str(local.value)] + [record.getMessage() for record in caplog.records]
+    for message in shown:
+        assert message in text
