@@ -20,7 +20,7 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlparse
 
 from provisioning.api import is_loopback_host
@@ -67,36 +67,36 @@ class Kind:
 class Whole(Kind):
     low: int
     high: int
+    what: ClassVar[str] = "a whole number"
+    types: ClassVar[tuple[type, ...]] = (int,)
 
-    def check(self, value: Any) -> int:
+    def check(self, value: Any) -> Any:
         if (
             isinstance(value, bool)
-            or not isinstance(value, int)
+            or not isinstance(value, self.types)
             or not self.low <= value <= self.high
         ):
-            raise Invalid(f"must be a whole number from {self.low} to {self.high} (got {value!r})")
+            low, high = _number(self.low), _number(self.high)
+            raise Invalid(f"must be {self.what} from {low} to {high} (got {value!r})")
         return value
 
     def bounds(self) -> str:
-        return f"{self.low}–{self.high}."
+        return f"{_number(self.low)}–{_number(self.high)}."
 
 
 @dataclass(frozen=True)
-class Number(Kind):
+class Number(Whole):
     low: float
     high: float
+    what: ClassVar[str] = "a number"
+    types: ClassVar[tuple[type, ...]] = (int, float)
 
     def check(self, value: Any) -> float:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not self.low <= value <= self.high
-        ):
-            raise Invalid(f"must be a number from {self.low:g} to {self.high:g} (got {value!r})")
-        return float(value)
+        return float(super().check(value))
 
-    def bounds(self) -> str:
-        return f"{self.low:g}–{self.high:g}."
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 class Choice(Kind):
