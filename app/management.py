@@ -16,8 +16,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from app import __version__
+from app.config import provider_settings
 from app.host.payload import Identity
-from app.readers import ReaderBinding
 from app.status.logbuffer import install as log_buffer
 from app.status.verdict import verdict
 from provisioning.agent import DEFER, Agent
@@ -94,23 +94,18 @@ class RemoteManagement:
         The POS listening port is not changed under a running POS: it takes effect at the next
         start (the local configuration's `[pos] listen` until then)."""
         box = self.box
-        if isinstance(config.get("heartbeat_s"), int) and config["heartbeat_s"] >= 5:
-            self.agent.set_interval(config["heartbeat_s"])
-        deadline_ms = (config.get("pos") or {}).get("deadline_ms")
-        if isinstance(deadline_ms, int) and 100 <= deadline_ms <= 10_000:
-            box.service.deadline_s = deadline_ms / 1000
-        readers = config.get("readers")
-        if isinstance(readers, list):
+        # Checked by the file's own key declarations: a bad value is logged and the value in
+        # force stays; keys this box does not know are logged and ignored.
+        settings = provider_settings(config)
+        if "heartbeat_s" in settings:
+            self.agent.set_interval(settings["heartbeat_s"])
+        if "pos.deadline_ms" in settings:
+            box.service.deadline_s = settings["pos.deadline_ms"] / 1000
+        if "readers" in settings:
             # The provider's bindings replace the matched ones; readers bound by an explicit
             # device path in the local configuration stay.
             local = [b for b in box.config.readers.bindings if b.path]
-            bindings = local + [
-                ReaderBinding(
-                    str(r["register_id"]), match={k: str(v) for k, v in r["match"].items()}
-                )
-                for r in readers
-                if isinstance(r, dict) and r.get("register_id") and isinstance(r.get("match"), dict)
-            ]
+            bindings = local + settings["readers"]
             if bindings != box.readers.bindings:
                 box.readers.rebind(bindings)
 

@@ -1,6 +1,8 @@
+import logging
+
 import pytest
 
-from app.config import ConfigError, load_config
+from app.config import ConfigError, load_config, provider_settings
 
 GOOD = """
 [pos]
@@ -121,3 +123,69 @@ def test_no_token_means_enrollment_with_a_claim_code(tmp_path):
     config = load_config(_write(tmp_path, text))
     assert (config.host.token, config.host.device_id) == ("", "")
     assert config.provisioning.claim_code == "ABCD-1234"
+
+
+# ---- the provider's device config: the same declarations ----------------------------------
+
+
+def _provider(config, caplog):
+    with caplog.at_level(logging.INFO, logger="connectbox.config"):
+        return provider_settings(config), [r.getMessage() for r in caplog.records]
+
+
+def test_provider_values_are_checked_like_the_file(caplog):
+    settings, logged = _provider(
+        {
+            "heartbeat_s": 30,
+            "pos": {"dialect": "passport", "listen_port": 9000, "deadline_ms": 900},
+            "readers": [{"match": {"vendor_id": "0acd"}, "register_id": "2"}],
+        },
+        caplog,
+    )
+    assert (settings["heartbeat_s"], settings["pos.deadline_ms"]) == (30, 900)
+    [binding] = settings["readers"]
+    assert (binding.register_id, binding.match, binding.path) == ("2", {"vendor_id": "0acd"}, None)
+    assert logged == []
+
+
+def test_provider_values_out_of_bounds_are_refused_and_named(caplog):
+    settings, logged = _provider(
+        {
+            "heartbeat_s": 1,
+            "pos": {"deadline_ms": 50},
+            "readers": [
+                {"match": {"vendor_id": "0acd"}, "register_id": "1"},
+                {"match": {"colour": "red"}, "register_id": "2"},
+            ],
+        },
+        caplog,
+    )
+    assert settings == {}  # nothing applied: what is in force stays
+    assert logged == [
+        "config error: [provider] heartbeat_s: must be a whole number from 5 to 86400 (got 1)"
+        "; the value in force stays",
+        "config error: [provider] pos.deadline_ms: must be a whole number from 100 to 10000"
+        " (got 50); the value in force stays",
+        "config error: [provider readers.1] match: must be a table with keys from"
+        " ['devnode', 'port_path', 'product_id', 'serial', 'vendor_id']; the value in force stays",
+    ]
+
+
+def test_provider_keys_unknown_to_the_box_are_ignored_and_named(caplog):
+    settings, logged = _provider(
+        {
+            "config_version": 3,
+            "site": {"site_id": "S-1"},
+            "policy": {},
+            "retention_days": 30,
+            "pos": {"dialect": "eps", "listen_port": 9000, "deadline_ms": 900, "colour": "red"},
+            "readers": [{"match": {"vendor_id": "0acd"}, "register_id": "2", "luhn": True}],
+        },
+        caplog,
+    )
+    assert settings["pos.deadline_ms"] == 900
+    [binding] = settings["readers"]  # only what the host may say about a reader is used
+    assert binding.options.luhn is False
+    assert logged == [
+        "provider config: ignored retention_days, pos.colour, readers.0.luhn (unknown to this box)"
+    ]

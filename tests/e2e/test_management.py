@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import stat
 import time
 
@@ -174,6 +175,49 @@ def test_the_providers_config_takes_effect_without_a_restart_and_after_one(tmp_p
             finally:
                 box.stop()
     finally:
+        host.stop()
+
+
+def test_the_providers_bad_values_are_refused_and_the_ones_in_force_stay(tmp_path, caplog):
+    from app.host.reference.server import DEFAULT_CONFIG, start_in_thread
+
+    config = {
+        **DEFAULT_CONFIG,
+        "heartbeat_s": 7,
+        "pos": {"dialect": "auto", "listen_port": 9000, "deadline_ms": 900},
+        "readers": [{"match": {"vendor_id": "0acd"}, "register_id": "2"}],
+    }
+    host = start_in_thread("127.0.0.1", 0, config=config)  # serves `config` as it is then
+    box = Box(demo_config(host.url, 0, 0, tmp_path / "data"))
+    box.start()
+    try:
+        assert wait_for(lambda: box.service.deadline_s == 0.9)
+        before = box.readers.bindings
+        config.update(
+            heartbeat_s=100_000,
+            pos={"deadline_ms": 50},
+            readers=[{"match": {"vendor_id": "0acd"}}],
+            retention_days=30,
+        )
+        with caplog.at_level(logging.INFO, logger="connectbox.config"):
+            ok, detail = box.policies.sync_now()
+        assert ok, detail  # the policy is still taken, and the box keeps serving
+        assert box.service.deadline_s == 0.9
+        assert box.management.agent.snapshot()["interval_s"] == 7
+        assert box.readers.bindings == before
+        logged = [r.getMessage() for r in caplog.records if r.name == "connectbox.config"]
+        assert logged == [
+            "config error: [provider] heartbeat_s: must be a whole number from 5 to 86400"
+            " (got 100000); the value in force stays",
+            "config error: [provider] pos.deadline_ms: must be a whole number from 100 to 10000"
+            " (got 50); the value in force stays",
+            "config error: [provider readers.0] register_id: missing (required)"
+            "; the value in force stays",
+            "provider config: ignored retention_days (unknown to this box)",
+        ]
+        _tobacco_sale(box)  # still serving
+    finally:
+        box.stop()
         host.stop()
 
 
