@@ -71,7 +71,10 @@ class Box:
             self.policies, self.journal, last_contact=lambda: self.link.last_ok
         )
         self.readers = ReaderService(
-            config.readers.bindings, config.readers.pending_ttl_s, config.readers.discover
+            config.readers.bindings,
+            config.readers.pending_ttl_s,
+            config.readers.discover,
+            policy=self.policies.current,
         )
         self.network = NetworkManager(
             config.host.url,

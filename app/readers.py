@@ -4,7 +4,9 @@
 serial, USB port path, or an explicit device path), finds them at start-up and on hot-plug, and
 turns each frame into a verdict with the decoders in `drivers/`. A loyalty ID becomes pending for
 its register and is consumed by the next GetRewards from that register that carries no ID of its
-own; a licence leaves only "over 21: yes/no". Reads expire after `pending_ttl_s`.
+own; a licence leaves only "over 21: yes/no". Reads expire after `pending_ttl_s`. A card number
+that no program of the policy in force takes (its `card` number ranges, app/programs/ids.py) is
+refused at the reader, with the reason in its last verdict.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from app.programs.ids import unmatched_read
 from drivers.decoding import DecodeOptions, Verdict, decode
+from drivers.decoding.verdict import reject
 from drivers.discovery import DeviceInfo, DeviceMonitor, matches
 from drivers.keyboard_reader import KeyboardReader
 from drivers.serial_reader import SerialReader
@@ -118,8 +122,10 @@ class ReaderService:
         pending_ttl_s: float = 120.0,
         discover: bool = True,
         lister: Callable[[], list[DeviceInfo]] | None = None,
+        policy: Callable[[], dict[str, Any] | None] | None = None,
     ) -> None:
         self.bindings = bindings
+        self.policy = policy  # the signed policy in force, whose programs a card must match
         self.pending = PendingReads(pending_ttl_s)
         self.discover = discover
         self._lister = lister  # tests: a stand-in for the USB bus; None = pyudev/sysfs
@@ -292,7 +298,7 @@ class ReaderService:
     # ---- reads ----------------------------------------------------------------------------
 
     def _frame(self, state: ReaderState, binding: ReaderBinding, frame: bytes) -> None:
-        verdict = decode(frame, binding.options)
+        verdict = self._matched(decode(frame, binding.options))
         read = _pending_from(verdict, binding.register_id)
         if read is not None:
             # Waiting for the register before the read is counted: whoever sees the count
@@ -304,6 +310,14 @@ class ReaderService:
         log.info(
             "reader %s (register %s): %s", state.devnode, binding.register_id, state.last_verdict
         )
+
+    def _matched(self, verdict: Verdict) -> Verdict:
+        """The verdict, or a rejection when no program of the policy takes its loyalty ID."""
+        doc = self.policy() if self.policy is not None and verdict.result == "id" else None
+        if doc is None or not verdict.loyalty_id:
+            return verdict
+        reason = unmatched_read(doc.get("programs"), verdict.loyalty_id)
+        return reject(reason) if reason else verdict
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from app.money import ZERO, fmt_decimal, fmt_money, parse_decimal
 from app.offline.policy import OfflineLimits, PolicyManager, parse_limits, subscription_end
-from app.programs import scan_data
+from app.programs import ids, scan_data
 
 log = logging.getLogger("connectbox.offline")
 
@@ -333,8 +333,8 @@ class OfflineEngine:
         spend = _spend(request.lines) - discount
         pending = []
         for program in _programs(policy, "points"):
-            if not _runs_on(program, today):
-                continue
+            if not _runs_on(program, today) or not ids.takes(program, request.loyalty_id):
+                continue  # a card outside the program's number ranges earns it nothing
             points = _earned(program, spend)
             if points is not None and points > ZERO:
                 pending.append(
@@ -363,14 +363,19 @@ def _programs(policy: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 
 
 def _loyalty_id_valid(policy: dict[str, Any], loyalty_id: str | None) -> bool | None:
-    """The scan_data programs' ID check; None when no program checks IDs offline (points
-    accounts live on the host, so the box cannot tell)."""
-    programs = _programs(policy, "scan_data")
+    """Whether a program checking IDs offline (scan_data, or one with card ranges) takes the ID;
+    None when none checks (points accounts live on the host, so the box cannot tell)."""
+    programs = [
+        p
+        for p in policy.get("programs") or []
+        if isinstance(p, dict) and (p.get("kind") == "scan_data" or p.get("card") is not None)
+    ]
     if not programs:
         return None
     if loyalty_id is None:
         return False
-    return all(scan_data.loyalty_id_accepted(p, loyalty_id) for p in programs)
+    # Programs have distinct card ranges: one taking it makes the ID valid.
+    return any(ids.takes(p, loyalty_id) for p in programs)
 
 
 def _runs_on(program: dict[str, Any], today: date) -> bool:

@@ -17,7 +17,8 @@ from decimal import Decimal
 from typing import Any
 
 from app.money import ZERO, fmt_money, parse_decimal, to_cents
-from app.programs.nanp import is_valid_us_phone, normalize_us_phone
+from app.programs import ids
+from app.programs.nanp import normalize_us_phone
 
 # Rule names a Decision can carry, in the order they are checked.
 GRANTED = "granted"
@@ -25,6 +26,7 @@ NOT_SCAN_DATA = "not_scan_data"
 INVALID_PROGRAM = "invalid_program"
 NO_LOYALTY_ID = "no_loyalty_id"
 INVALID_PHONE = "invalid_phone"
+CARD_OUT_OF_RANGE = "card_out_of_range"  # the program's `card` rule does not take the ID
 OUTSIDE_DATES = "outside_dates"
 SUBSCRIPTION_EXPIRED = "subscription_expired"
 NO_ELIGIBLE_ITEMS = "no_eligible_items"
@@ -53,12 +55,9 @@ class _Eligible:
 
 
 def loyalty_id_accepted(program: dict[str, Any], loyalty_id: str | None) -> bool:
-    """Whether `loyalty_id` is an acceptable ID for this program (a valid phone for us_phone)."""
-    if not loyalty_id or not str(loyalty_id).strip():
-        return False
-    if program.get("loyalty_id") == "us_phone":
-        return is_valid_us_phone(loyalty_id)
-    return True
+    """Whether `loyalty_id` is an acceptable ID for this program: a valid phone for us_phone,
+    a card number its `card` rule takes (ids.py)."""
+    return ids.takes(program, loyalty_id)
 
 
 def loyalty_key(program: dict[str, Any], loyalty_id: str) -> str:
@@ -93,13 +92,15 @@ def evaluate(
         discount = _discount(program)
         min_quantity = int(program.get("min_quantity") or 1)
         max_per_day = _optional_int(program.get("max_transactions_per_id_per_day"))
+        ids.card_rule(program)
     except (KeyError, TypeError, ValueError, AttributeError):
         return Decision(rule=INVALID_PROGRAM)
 
     if not loyalty_id or not str(loyalty_id).strip():
         return Decision(rule=NO_LOYALTY_ID)
     if not loyalty_id_accepted(program, loyalty_id):
-        return Decision(rule=INVALID_PHONE)
+        phone = ids.looks_like_phone(program, loyalty_id)
+        return Decision(rule=INVALID_PHONE if phone else CARD_OUT_OF_RANGE)
     if not _within(today, window):
         return Decision(rule=OUTSIDE_DATES)
     if subscription_valid_until is not None and today > subscription_valid_until:

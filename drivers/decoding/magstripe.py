@@ -1,8 +1,10 @@
 """Magnetic stripe frames: `%…?` track 1, `;…?` track 2, `+…?` `#…?` `!…?` `&…?` track 3.
 
 ID TECH readers send a CR after every track and a second `%…?` (or `;…?`) for track 3; MagTek
-readers may send `@…?` for a non-standard 7-bit track 2. Only ISO tracks 1 and 2 give loyalty IDs;
-track 2 is preferred, and when both give one they must agree. A licence is never a loyalty ID.
+readers may send `@…?` for a non-standard 7-bit track 2. Tracks 1 and 2 give loyalty IDs; track 2
+is preferred, and when both give one they must agree. Track 3 is read only when neither gives
+one, and only as a plain card reference (cards.md: loyalty card makers may put an alphanumeric
+reference there). A licence is never a loyalty ID.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ AFTER_TRACK = (
 ALL_FAILED = "bad read: every track failed (E), swipe again"
 TOO_MANY_TRACKS = "bad framing: more than three tracks in one swipe"
 LRC_MISSING = "LRC character missing after a track (is the reader set to send the LRC?)"
-ONLY_TRACK_3 = "no track 1 or track 2 data (only track 3 read)"
+ONLY_TRACK_3 = (
+    "no track 1 or track 2 data (only track 3 read), and track 3 is not a card reference "
+    "(4-40 letters or digits)"
+)
 LICENCE_FRAGMENT = "driver licence fragment: track 1 without a usable track 2"
 LICENCE_WITHOUT_AIM = "driver licence barcode without AIM identifier (not accepted)"
 TRACK2_CHARS = "track 2 holds characters other than digits and '='"
@@ -36,7 +41,10 @@ TRACK2_LENGTH = "track 2 card number must be 1-19 digits before '='"
 TRACK1_B = "track 1 format B: card number must be 1-19 digits before the first '^'"
 TRACK1_PLAIN = "track 1 without '^': a plain card reference must be 4-40 letters or digits"
 TRACK1_PROPRIETARY = "track 1 format {code}: ID must be 4-19 letters or digits before the first '^'"
-MISMATCH = "track 1 / track 2 ID mismatch"
+MISMATCH = (
+    "track 1 / track 2 mismatch: the two tracks hold different card numbers "
+    "(swipe again; if it repeats, the card is badly encoded)"
+)
 LUHN_FAILED = "Luhn check failed"
 LUHN_NOT_NUMERIC = "Luhn check failed (ID is not all digits)"
 
@@ -64,16 +72,13 @@ def decode_magstripe(text: str, options: DecodeOptions, today: date) -> Verdict:
     good = [track for track in tracks if not track.failed]
     if not good:
         return reject(ALL_FAILED)
-    track1 = next((t for t in good if t.number == 1), None)
-    track2 = next((t for t in good if t.number == 2), None)
+    track1, track2, track3 = (next((t for t in good if t.number == n), None) for n in (1, 2, 3))
 
     # Licences first: a licence is never a loyalty ID, whatever its track 1 looks like.
     if track2 is not None and aamva.is_licence_iin(track2.data):
         return aamva.decode_track2(track2.data, today)
     if track1 is not None and "$" in _field(track1.data, 1):
         return reject(LICENCE_FRAGMENT)
-    if track1 is None and track2 is None:
-        return reject(ONLY_TRACK_3)
 
     id2 = _track2_id(track2.data) if track2 is not None else None
     if isinstance(id2, Verdict):
@@ -83,8 +88,14 @@ def decode_magstripe(text: str, options: DecodeOptions, today: date) -> Verdict:
         return id1
     if id1 is not None and id2 is not None and id1 != id2:
         return reject(MISMATCH)
-    loyalty_id, symbology = (id2, "track2") if id2 is not None else (id1, "track1")
-    assert loyalty_id is not None
+    if id2 is not None:
+        loyalty_id, symbology = id2, "track2"
+    elif id1 is not None:
+        loyalty_id, symbology = id1, "track1"
+    elif track3 is not None and _PLAIN.fullmatch(track3.data.upper()):
+        loyalty_id, symbology = track3.data.upper(), "track3"
+    else:
+        return reject(ONLY_TRACK_3)
     if options.luhn and not luhn_valid(loyalty_id):
         return reject(LUHN_FAILED if loyalty_id.isdigit() else LUHN_NOT_NUMERIC)
     return loyalty(loyalty_id, "magstripe", symbology)
@@ -110,10 +121,10 @@ def _split_tracks(text: str, lrc: bool) -> list[Track] | Verdict:
             return reject(PARTIAL)  # cut off: a terminator or a new track before its '?'
         if not is_printable(data):
             return reject(NON_PRINTABLE)
-        number = _track_number(char, tracks)
+        failed = data.upper() in ("E", "")
+        number = _track_number(char, tracks, "" if failed else data)
         if number == 1:
             data = data.upper()
-        failed = data.upper() in ("E", "")
         index = end + 1
         if lrc and not failed:
             if index >= len(text) or text[index] in BETWEEN_TRACKS:
@@ -129,14 +140,17 @@ def _split_tracks(text: str, lrc: bool) -> list[Track] | Verdict:
     return tracks
 
 
-def _track_number(sentinel: str, before: list[Track]) -> int:
+def _track_number(sentinel: str, before: list[Track], data: str) -> int:
     if sentinel == "@":
         return 0
     if sentinel == "%":
         # ID TECH: a second `%…?` in one swipe is track 3 (AAMVA 6-bit track 3).
         return 3 if any(t.number == 1 for t in before) else 1
     if sentinel == ";":
-        # A second `;…?` is an ISO (numeric) track 3 whose sentinel the reader did not change.
+        # A second `;…?` is an ISO (numeric) track 3 whose sentinel the reader did not change;
+        # one holding letters cannot be a 4-bit track 2: an alphanumeric track 3 (cards.md).
+        if any(c.isascii() and c.isalpha() for c in data):
+            return 3
         return 3 if any(t.number == 2 for t in before) else 2
     return 3
 

@@ -556,6 +556,48 @@ def test_no_points_without_a_loyalty_id(make_engine):
     assert engine.decide(body(None)).points_pending == []
 
 
+# Card numbers per program (Centegra: "a minimum of 8 digits", "distinct number ranges").
+
+LOYALTY_CARDS = {"min_length": 8, "ranges": [{"from": "60000000", "to": "60999999"}]}
+GIFT_CARDS = {"min_length": 8, "ranges": [{"from": "61000000", "to": "61999999"}]}
+
+
+@pytest.fixture
+def card_engine(make_engine) -> OfflineEngine:
+    """Scan Data for phones and the loyalty cards' range; points only for the gift range."""
+    scan = {**PROGRAM, "card": LOYALTY_CARDS}
+    return make_engine(policy_with(programs=[scan, {**POINTS, "card": GIFT_CARDS}]))
+
+
+def test_a_card_in_the_scan_data_range_is_discounted(card_engine: OfflineEngine):
+    decision = card_engine.decide(body("60123456"))
+    granted(decision, "1.00")
+    assert decision.loyalty_id_valid is True and decision.points_pending == []
+
+
+def test_a_card_of_another_program_gets_only_that_programs_points(card_engine: OfflineEngine):
+    decision = card_engine.decide(body("61123456"))
+    refused(decision, "card_out_of_range")
+    assert decision.loyalty_id_valid is True  # the gift program takes it
+    assert [p["program_id"] for p in decision.points_pending] == ["points"]
+
+
+@pytest.mark.parametrize("card", ["62000000", "6012345", "6000001234567894", "ABCD1234EF"])
+def test_a_card_matching_no_program_is_not_valid_and_earns_nothing(card_engine, card):
+    decision = card_engine.decide(body(card))
+    refused(decision, "card_out_of_range")
+    assert decision.loyalty_id_valid is False and decision.points_pending == []
+    assert card_engine.decide(body(card)).as_rewards_answer()["display_text"] == (
+        "Loyalty ID not valid"
+    )
+
+
+def test_phone_numbers_still_work_beside_card_ranges(card_engine: OfflineEngine):
+    decision = card_engine.decide(body(PHONE))
+    granted(decision, "1.00")
+    assert decision.points_pending == []  # the gift program takes only its cards
+
+
 def test_no_policy(make_engine):
     engine = make_engine(None)
     decision = engine.decide(body())

@@ -329,6 +329,14 @@ def test_expired_policy_is_refused(installed: Path, hosts):
             signed(policy_doc(9, offline_limits={"max_discount_per_transaction": 5.0})),
             "max_discount_per_transaction",
         ),
+        (
+            signed(policy_doc(9, programs=[{"program_id": "c", "card": {"min_length": "8"}}])),
+            "program 'c': card.min_length is not an integer",
+        ),
+        (
+            signed(policy_doc(9, programs=[{"program_id": "c", "card": {"ranges": [{}]}}])),
+            "program 'c': card.ranges",
+        ),
     ],
 )
 def test_malformed_policy_is_refused(installed: Path, config_host, policy, reason):

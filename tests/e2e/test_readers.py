@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 
 import pytest
+import requests
 
 from app.pos import simulator as sim
 from app.readers import ReaderBinding
 from drivers.virtual import VirtualSerialReader
 from tests.box_readers import BANNER_WINDOW_S, wait_until_reading
+from tests.waiting import wait_for
 
 CARD = "6000001234567894"
 SWIPE = f"%B{CARD}^LOYAL/JANE^2912101000000000?;{CARD}=29121010000000000000?\r".encode()
@@ -132,3 +134,61 @@ def test_reader_found_by_vendor_on_hot_plug(reference_host, make_box, reader):
     finally:
         service.stop()
         assert box.pos_server.running
+
+
+# Card number ranges per program, from the provider's signed policy (app/programs/ids.py).
+
+CENTEGRA = {
+    "program_id": "centegra",
+    "kind": "points",
+    "earn": {"per_currency": "1", "points": "1"},
+    "card": {"min_length": 8, "ranges": [{"from": "60000000", "to": "60999999"}]},
+}
+
+
+@pytest.fixture
+def card_host():
+    from app.host.reference.server import load_policy, start_in_thread
+
+    policy = load_policy()  # the demo's Scan Data program for phone numbers, plus Centegra's
+    policy["programs"].append(CENTEGRA)
+    host = start_in_thread("127.0.0.1", 0, policy=policy)
+    yield host
+    host.stop()
+
+
+def _swiped(box, reader, frame: bytes, reads: int) -> dict:
+    """Swipe and wait until the box judged it; the reader's state afterwards."""
+    reader.swipe(frame)
+    assert wait_for(lambda: box.readers.snapshot()[0]["reads"] == reads), box.readers.snapshot()
+    return box.readers.snapshot()[0]
+
+
+def test_a_card_matching_no_programs_range_is_refused_at_the_reader(
+    card_host, make_box, reader, caplog
+):
+    caplog.set_level("INFO", logger="connectbox.readers")
+    box = _box_with_reader(make_box, card_host, reader)
+    doc = box.policies.current()
+    assert doc is not None  # the signed policy, with Centegra's card numbers, is in force
+    assert [p.get("card") for p in doc["programs"]] == [None, CENTEGRA["card"]]
+
+    for reads, frame in enumerate([b"%62000000?;62000000?\r", b"%ABCD1234EF?\r"], start=1):
+        state = _swiped(box, reader, frame, reads)
+        assert "matches no program's number range" in state["last_verdict"], state
+        assert "62000000" not in state["last_verdict"]
+    short = _swiped(box, reader, b";6012345?\r", 3)  # in no range, and shorter than 8
+    assert "shorter than the 8 characters" in short["last_verdict"], short
+    assert caplog.text.count("matches no program's number range") == 3
+    page = requests.get(f"http://127.0.0.1:{box.status_port}/", timeout=5).text
+    assert "matches no program&#39;s number range" in page  # the reader's last verdict, escaped
+    api = requests.get(f"http://127.0.0.1:{box.status_port}/api/status", timeout=5).json()
+    assert "matches no program's number range" in str(api["readers"])
+    _get_rewards(box, "1")  # the refused reads wait for no sale
+
+    _swiped(box, reader, b"%60123456?;60123456?\r", 4)  # as Centegra encodes: both tracks
+    _wait_for_read(box, "1")
+    _get_rewards(box, "1")
+    refused, used = card_host.store.rewards_requests()
+    assert refused["loyalty_id"] is None
+    assert used["loyalty_id"] == {"value": "60123456", "entry_method": "swipe", "source": "reader"}

@@ -16,6 +16,7 @@ import pytest
 import requests
 import yaml
 
+from app.programs.ids import card_rule
 from tests import host_samples
 from tests.conftest import SHARED
 from tests.host_samples import CAMEL, item_line, pos_section, rewards_body
@@ -255,6 +256,20 @@ def test_config_and_policy_match(http, host):
     check(http.get(url), path, "get", 401)
     host.store.add_device("D-OTHER", "other-token", "S-2")
     check(http.get(url, headers={"Authorization": "Bearer other-token"}), path, "get", 403)
+
+
+def test_program_card_rules_match_the_schema():
+    """The card rules the box reads (app/programs/ids.py) are the ones the schema describes."""
+    good = {"min_length": 8, "ranges": [{"from": "60000000", "to": "60999999"}]}
+    program = {"program_id": "centegra", "kind": "points", "card": good}
+    validate_named(program, "Program")
+    assert card_rule(program) is not None
+    for bad in ({"min_length": 0}, {"ranges": [{"from": "6000000A", "to": "60999999"}]}):
+        program = {"program_id": "centegra", "kind": "points", "card": bad}
+        with pytest.raises(jsonschema.ValidationError):
+            validate_named(program, "Program")
+        with pytest.raises(ValueError):
+            card_rule(program)
 
 
 def test_enroll_answers_match(http, host):
