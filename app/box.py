@@ -36,7 +36,7 @@ from app.readers import ReaderService
 from app.status.listener import StatusListener
 from app.status.verdict import verdict
 from app.status.web import create_app
-from provisioning.link import Health, HostLink
+from provisioning.link import HostLink
 
 log = logging.getLogger("connectbox")
 HOUSEKEEPING_S = 5.0
@@ -59,7 +59,7 @@ class Box:
         data_dir = config.storage.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(data_dir / "journal.db")
-        self.outbox = Outbox(self.journal, self.host_client)
+        self.outbox = Outbox(self.journal, self.link)
         self.policies = PolicyManager(
             self.host_client,
             config.policy.trusted_keys,
@@ -93,7 +93,6 @@ class Box:
             self.readers.pending,
             deadline_s=config.host.deadline_ms / 1000,
         )
-        self.link.on_change(self._host_changed)
         self.link.diagnose = self.network.check_now
         self.network.on_checked = self.link.take_diagnosis
         self.network.on_network_change(lambda facts: self.link.diagnose_soon())
@@ -202,10 +201,6 @@ class Box:
         log.warning("restart requested")
         self.restart_requested = True
         threading.Timer(0.5, self._stopped.set).start()
-
-    def _host_changed(self, health: Health) -> None:
-        if health.online:
-            self.outbox.retry_now()
 
     def _recent_transactions(self) -> list[dict[str, Any]]:
         """The last events as the status page shows them: loyalty IDs masked, no basket."""

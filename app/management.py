@@ -69,7 +69,7 @@ class RemoteManagement:
                 is_idle=lambda: len(box.sessions) == 0,
             )
         self.agent = Agent(
-            box.host_client,
+            box.link,
             data_dir,
             self._heartbeat_status,
             {
@@ -181,8 +181,7 @@ class RemoteManagement:
             return False, f"Enrollment failed: {exc}"
         self.enroller = enroller
         self._use(credentials)
-        self.agent.resume(credentials.token, credentials.device_id)
-        self.box.outbox.retry_now()
+        self.agent.resume()  # the outbox resumes by itself once the link answers
         return True, f"Enrolled again as device {credentials.device_id}."
 
     # ---- heartbeat and commands -----------------------------------------------------------
