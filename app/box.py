@@ -1,10 +1,11 @@
 """The Box: one object that holds every part of the running service, built once at start-up.
 
 Parts: the host link (the one door to the host: token, client, state) and the relay, the
-journal and its outbox, the
-signed policy and the offline engine, session store, the loyalty service the POS talks to, the
-POS TCP server and the status web server. `start()` brings them up in order, `stop()` takes them
-down in reverse; `run()` is the process's main loop under systemd.
+journal and its outbox, the signed policy and the offline engine, session store, the loyalty
+service the POS talks to, the POS TCP server, the status (app/status/source.py) and its web
+server, remote management. The Box builds each part once and hands it only the few
+collaborators it needs (never the Box itself). `start()` brings them up in order, `stop()` takes
+them down in reverse; `run()` is the process's main loop under systemd.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 import signal
 import threading
 import time
-from decimal import Decimal
 from typing import Any
 
 from app import __version__, systemd
@@ -21,7 +21,6 @@ from app.config import Config
 from app.host.payload import Identity
 from app.host.relay import HostRelay
 from app.journal import Journal
-from app.logs import mask_id
 from app.management import RemoteManagement
 from app.network.manager import NetworkManager
 from app.network.mdns import Announcer
@@ -33,10 +32,12 @@ from app.pos.server import PosServer
 from app.pos.service import LoyaltyService
 from app.pos.sessions import SessionStore
 from app.readers import ReaderService
+from app.status.actions import BoxControls
 from app.status.listener import StatusListener
+from app.status.source import StatusSource
 from app.status.verdict import verdict
 from app.status.web import create_app
-from provisioning.link import Health, HostLink
+from provisioning.link import HostLink
 
 log = logging.getLogger("connectbox")
 HOUSEKEEPING_S = 5.0
@@ -46,8 +47,6 @@ LAST_HOST_CONTACT = "host_last_ok_at"  # journal state key, read by the offline 
 class Box:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.started_at = time.time()
-        self.os_image = os_image()  # the root slot it booted from does not change while it runs
         self.link = HostLink(
             config.host.url,
             timeout_s=config.host.timeout_s,
@@ -59,7 +58,7 @@ class Box:
         data_dir = config.storage.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(data_dir / "journal.db")
-        self.outbox = Outbox(self.journal, self.host_client)
+        self.outbox = Outbox(self.journal, self.link)
         self.policies = PolicyManager(
             self.host_client,
             config.policy.trusted_keys,
@@ -96,13 +95,11 @@ class Box:
             self.readers.pending,
             deadline_s=config.host.deadline_ms / 1000,
         )
-        self.link.on_change(self._host_changed)
         self.link.diagnose = self.network.check_now
         self.network.on_checked = self.link.take_diagnosis
         self.network.on_network_change(lambda facts: self.link.diagnose_soon())
         self._stopped = threading.Event()
         self._housekeeping: threading.Thread | None = None
-        self.management = RemoteManagement(self)
         listen = config.pos.listen
         self.pos_server = PosServer(
             (listen.host, listen.port),
@@ -115,18 +112,53 @@ class Box:
             # Long enough for a request waiting on the host to be answered at its deadline.
             drain_s=config.host.deadline_ms / 1000 + 2.0,
         )
+        self.status_source = StatusSource(
+            started_at=time.time(),
+            os_image=os_image(),  # the root slot it booted from does not change while it runs
+            pos=self.pos_server,
+            sessions=self.sessions,
+            service=self.service,
+            link=self.link,
+            outbox=self.outbox,
+            journal=self.journal,
+            policies=self.policies,
+            readers=self.readers,
+            network=self.network,
+            # Both are made after this source because they read it: looked up when read.
+            announcer=lambda: self.announcer,
+            management=lambda: self.management.snapshot(),
+        )
+        self.management = RemoteManagement(
+            config,
+            self.link,
+            self.policies,
+            status=self.status_source,
+            network=self.network,
+            service=self.service,
+            readers=self.readers,
+            use_identity=self._use_identity,
+            restart=self.request_restart,
+            idle=lambda: len(self.sessions) == 0,
+            stopping=self._stopped,
+        )
+        self.controls = BoxControls(
+            config=config,
+            link=self.link,
+            relay=self.relay,
+            pos_port=self.pos_server.port,
+            network=self.network,
+            restart=self.request_restart,
+            reenroll=self.management.reenroll,
+        )
         status = config.status.listen
-        self.status_server = StatusListener(create_app(self), status.host, status.port)
+        app = create_app(self.status_source, self.controls)
+        self.status_server = StatusListener(app, status.host, status.port)
         self._closed = False
         self.restart_requested = False
 
     @property
     def status_port(self) -> int:
         return self.status_server.port
-
-    @property
-    def stopping(self) -> threading.Event:
-        return self._stopped
 
     def _start_host_parts(self) -> None:
         """What talks to the host with the device token: only once the box is enrolled."""
@@ -206,35 +238,17 @@ class Box:
         self.restart_requested = True
         threading.Timer(0.5, self._stopped.set).start()
 
-    def _host_changed(self, health: Health) -> None:
-        if health.online:
-            self.outbox.retry_now()
-
-    def _recent_transactions(self) -> list[dict[str, Any]]:
-        """The last events as the status page shows them: loyalty IDs masked, no basket."""
-        recent = []
-        for event in self.journal.recent_events(15):
-            body = event.body
-            loyalty = body.get("loyalty_id") or {}
-            applied = body.get("rewards_applied") or []
-            recent.append(
-                {
-                    "at": event.created_at,
-                    "event": event.kind,
-                    "register_id": (body.get("pos") or {}).get("register_id"),
-                    "masked_id": mask_id(loyalty.get("value")),
-                    "origin": (body.get("decision") or {}).get("origin"),
-                    "discount": str(sum(Decimal(str(r.get("amount", "0"))) for r in applied)),
-                    "delivery": event.state,
-                }
-            )
-        return recent
+    def _use_identity(self, identity: Identity) -> None:
+        """Who the box is now (configured, stored, or just enrolled): the parts that say so."""
+        self.service.identity = identity
+        self.policies.site_id = identity.site_id
+        self.network.device_id = identity.device_id
 
     def _housekeep(self) -> None:
         while not self._stopped.wait(HOUSEKEEPING_S):
             self._save_last_host_contact()
             if self.announcer is not None:  # the verdict in the mDNS TXT record
-                found = verdict(self.status())
+                found = verdict(self.status_source.status())
                 self.announcer.update_status("online" if found.ok else found.key)
 
     def _save_last_host_contact(self) -> None:
@@ -247,21 +261,5 @@ class Box:
             self.journal.set_state(LAST_HOST_CONTACT, repr(last_ok))
 
     def status(self) -> dict[str, Any]:
-        return {
-            "version": __version__,
-            "os": self.os_image,
-            "uptime_s": round(time.time() - self.started_at),
-            "device_id": self.config.host.device_id,
-            "site_id": self.config.host.site_id,
-            "pos": {**self.pos_server.snapshot(), "open_sessions": len(self.sessions)},
-            "host": self.link.snapshot(),
-            "counters": self.service.counters.snapshot(),
-            "outbox": self.outbox.snapshot(),
-            "journal": {"recovered_from": self.journal.recovered_from, **self.journal.stats()},
-            "policy": self.policies.snapshot(),
-            "readers": self.readers.snapshot(),
-            "recent_transactions": self._recent_transactions(),
-            "network": self.network.snapshot(),
-            "mdns": self.announcer.snapshot() if self.announcer else None,
-            **self.management.snapshot(),
-        }
+        """The one snapshot everyone reads (built by app/status/source.py)."""
+        return self.status_source.status()

@@ -1,8 +1,10 @@
 """The box's life with the provider, wired to the running service: enrollment, agent, updates.
 
 `provisioning/` does the work (and never imports `app/`); this manager gives it what it needs
-from the Box through callbacks: who the box is, its status for heartbeats, the command handlers
-(restart, rediscover, update), recent log lines and the secrets to redact from them.
+through the few collaborators the Box hands it, never the Box itself: the host link (who the box
+is to the host, its token and state), the status (for heartbeats and an update's health check),
+the network checker (the `rediscover` command), the parts the provider's config changes while
+running, `use_identity` (the parts that say who the box is) and `restart`.
 
 Nothing talks to the host with a token before enrollment has completed and been stored: the
 relay, the outbox, the policy refresh and the agent start only once the box knows its
@@ -13,23 +15,39 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from app import __version__
-from app.config import provider_settings
+from app.config import Config, provider_settings
 from app.host.payload import Identity
+from app.network.manager import NetworkChecker
+from app.offline.policy import PolicyManager
 from app.status.logbuffer import install as log_buffer
+from app.status.source import Status
 from app.status.verdict import verdict
 from provisioning.agent import DEFER, Agent
 from provisioning.enrollment import Enroller
 from provisioning.identity import claim_code, device_serial
+from provisioning.link import HostLink
 from provisioning.store import CREDENTIALS_FILE, Credentials, CredentialStore
 from provisioning.updates import Updater
 
-if TYPE_CHECKING:
-    from app.box import Box
-
 log = logging.getLogger("connectbox.management")
+
+
+class Deadline(Protocol):
+    """The POS's deadline, which the provider's config may change (the loyalty service's)."""
+
+    deadline_s: float
+
+
+class Rebinding(Protocol):
+    """The reader bindings, which the provider's config may change (the reader service's)."""
+
+    bindings: list[ReaderBinding]
+
+    def rebind(self, bindings: list[ReaderBinding]) -> None: ...
 
 
 class Restarting(Exception):
@@ -38,9 +56,31 @@ class Restarting(Exception):
 
 
 class RemoteManagement:
-    def __init__(self, box: Box) -> None:
-        self.box = box
-        config = box.config
+    def __init__(
+        self,
+        config: Config,
+        link: HostLink,
+        policies: PolicyManager,
+        *,
+        status: Status,
+        network: NetworkChecker,
+        service: Deadline,
+        readers: Rebinding,
+        use_identity: Callable[[Identity], None],
+        restart: Callable[[], None],
+        idle: Callable[[], bool],
+        stopping: threading.Event,
+    ) -> None:
+        self.config = config
+        self.link = link
+        self.policies = policies
+        self.status = status
+        self.network = network
+        self.service = service
+        self.readers = readers
+        self.use_identity = use_identity
+        self.restart = restart
+        self.stopping = stopping
         data_dir = config.storage.data_dir
         self.credentials = CredentialStore(data_dir / CREDENTIALS_FILE)
         self.enrolled = threading.Event()
@@ -66,10 +106,10 @@ class RemoteManagement:
                 config.policy.trusted_keys,
                 restart=self._restart_for_update,
                 health_check=self._healthy,
-                is_idle=lambda: len(box.sessions) == 0,
+                is_idle=idle,
             )
         self.agent = Agent(
-            box.host_client,
+            link,
             data_dir,
             self._heartbeat_status,
             {
@@ -81,42 +121,38 @@ class RemoteManagement:
             software_version=__version__,
             credentials=self.credentials,
             log_provider=lambda: "\n".join(log_buffer().lines()),
-            secrets=lambda: [s for s in (config.status.pin, box.host_client.token) if s],
-            config_sync=box.policies,
+            secrets=lambda: [s for s in (config.status.pin, link.client.token) if s],
+            config_sync=policies,
             on_interrupted=self._interrupted,
         )
         self._thread: threading.Thread | None = None
-        box.policies.on_config = self.apply_config
+        policies.on_config = self.apply_config
 
     def apply_config(self, config: dict[str, Any]) -> None:
         """The provider's device config, where it is safe to change while running.
 
         The POS listening port is not changed under a running POS: it takes effect at the next
         start (the local configuration's `[pos] listen` until then)."""
-        box = self.box
         # Checked by the file's own key declarations: a bad value is logged and the value in
         # force stays; keys this box does not know are logged and ignored.
         settings = provider_settings(config)
         if "heartbeat_s" in settings:
             self.agent.set_interval(settings["heartbeat_s"])
         if "pos.deadline_ms" in settings:
-            box.service.deadline_s = settings["pos.deadline_ms"] / 1000
+            self.service.deadline_s = settings["pos.deadline_ms"] / 1000
         if "readers" in settings:
             # The provider's bindings replace the matched ones; readers bound by an explicit
             # device path in the local configuration stay.
-            local = [b for b in box.config.readers.bindings if b.path]
+            local = [b for b in self.config.readers.bindings if b.path]
             bindings = local + settings["readers"]
-            if bindings != box.readers.bindings:
-                box.readers.rebind(bindings)
+            if bindings != self.readers.bindings:
+                self.readers.rebind(bindings)
 
     # ---- who the box is -------------------------------------------------------------------
 
     def _use(self, credentials: Credentials) -> None:
-        box = self.box
-        box.service.identity = Identity(credentials.device_id, credentials.site_id)
-        box.policies.site_id = credentials.site_id
-        box.network.device_id = credentials.device_id
-        box.link.use(credentials.device_id, credentials.token)  # a new token gets its chance
+        self.use_identity(Identity(credentials.device_id, credentials.site_id))
+        self.link.use(credentials.device_id, credentials.token)  # a new token gets its chance
         self.enrolled.set()
 
     # ---- life cycle -----------------------------------------------------------------------
@@ -127,16 +163,16 @@ class RemoteManagement:
         def run() -> None:
             if not self.enrolled.is_set():
                 assert self.enroller is not None
-                enrolled = self.enroller.run(self.box.stopping)
+                enrolled = self.enroller.run(self.stopping)
                 if enrolled is None:
                     # Claim code refused, or stopping: the page says which, and no token-bearing
                     # call is made (the link is not enrolled).
-                    self.box.link.not_enrolled(self.enroller.last_error or "enrollment stopped")
+                    self.link.not_enrolled(self.enroller.last_error or "enrollment stopped")
                     return
                 self._use(enrolled)
                 log.info("enrolled as device %s at site %s", enrolled.device_id, enrolled.site_id)
             self.agent.settle_token()  # a token rotation a crash interrupted ends first
-            self.box.policies.apply_config()  # the provider's settings saved last time
+            self.policies.apply_config()  # the provider's settings saved last time
             start_host_parts()
             self._report_finished_update()
             self.agent.start()
@@ -151,14 +187,14 @@ class RemoteManagement:
         enrollment = (
             self.enroller.snapshot()
             if self.enroller is not None
-            else {"state": "enrolled", "device_id": self.box.host_client.device_id}
+            else {"state": "enrolled", "device_id": self.link.client.device_id}
         )
         return {"enrollment": enrollment, "agent": self.agent.snapshot()}
 
     def reenroll(self) -> tuple[bool, str]:
         """A technician's action: enroll again with the claim code (e.g. after a revoked
         token). The current credentials stay until new ones are stored."""
-        config = self.box.config
+        config = self.config
         code = claim_code(configured=config.provisioning.claim_code)
         if not code:
             return False, "No claim code on this box: set [provisioning] claim_code."
@@ -176,14 +212,13 @@ class RemoteManagement:
             return False, f"Enrollment failed: {exc}"
         self.enroller = enroller
         self._use(credentials)
-        self.agent.resume(credentials.token, credentials.device_id)
-        self.box.outbox.retry_now()
+        self.agent.resume()  # the outbox resumes by itself once the link answers
         return True, f"Enrolled again as device {credentials.device_id}."
 
     # ---- heartbeat and commands -----------------------------------------------------------
 
     def _heartbeat_status(self) -> dict[str, Any]:
-        status = self.box.status()
+        status = self.status.status()
         found = verdict(status)
         host_online = status["host"]["online"]
         # A heartbeat that reaches the host is proof of the link at that moment: it says
@@ -205,12 +240,12 @@ class RemoteManagement:
         }
 
     def _restart(self, args: dict[str, Any]) -> tuple[bool, str]:
-        self.box.request_restart()
+        self.restart()
         return True, "restarting"
 
     def _rediscover(self, args: dict[str, Any]) -> tuple[bool, str]:
-        self.box.network.refresh()
-        check = self.box.network.check_now()
+        self.network.refresh()
+        check = self.network.check_now()
         detail = "network rediscovered; host check " + ("passed" if check.ok else "failed")
         return check.ok, detail + ("" if check.ok else f" at {check.failed_layer}")
 
@@ -224,7 +259,7 @@ class RemoteManagement:
 
     def _restart_for_update(self) -> None:
         # The health check must run in the new release's process, never in this one.
-        self.box.request_restart()
+        self.restart()
         raise Restarting()
 
     def _interrupted(self, entry: dict[str, Any]) -> Any:
@@ -245,9 +280,8 @@ class RemoteManagement:
             self.updater.acknowledge(outcome.command_id)
 
     def _healthy(self) -> tuple[bool, str]:
-        box = self.box
-        if not box.pos_server.running:
+        if not self.status.serving():
             return False, "the POS listener is not running"
-        if not (box.link.online or box.outbox.snapshot()["paused"] is None):
+        if self.link.unauthorized:  # the outbox, too, waits for a token the host takes
             return False, "neither the host nor the outbox works"
         return True, "POS listener up, host reachable or outbox working"

@@ -4,9 +4,11 @@ One thread drains the journal's pending events. A small backlog goes one event p
 (`POST /v1/transactions`); a larger one through `POST /v1/transactions/batch`, 500 at a time, so
 thousands of boxes coming back after an outage do not each send tens of thousands of requests.
 Outcomes: 200 delivered; 409 on a replay is "already there, conflict recorded" (never retried);
-other 4xx rejected for good (recorded, shown); 401 pauses delivery until the token changes;
-5xx, timeouts and connection errors retry with exponential backoff and jitter. The first failing
-event stops the pass, so nothing overtakes an earlier event.
+other 4xx rejected for good (recorded, shown); 5xx, timeouts and connection errors retry with
+exponential backoff and jitter. The first failing event stops the pass, so nothing overtakes an
+earlier event. Delivery is paused while the host link refuses the device token (a 401 told it):
+`paused` reads the link, and a new token resumes it. The link going online skips the rest of a
+backoff.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.journal import Event, Journal
-from provisioning.api import HostClient, HostError
+from provisioning.api import HostError
 from provisioning.backoff import backoff_delay
+from provisioning.link import Health, HostLink
 
 log = logging.getLogger("connectbox.outbox")
 
@@ -42,16 +45,15 @@ class Outbox:
     def __init__(
         self,
         journal: Journal,
-        client: HostClient,
+        link: HostLink,
         backoff: Backoff | None = None,
         idle_poll_s: float = 1.0,
     ) -> None:
         self.journal = journal
-        self.client = client
+        self.link = link
+        self.client = link.client
         self.backoff = backoff or Backoff()
         self.idle_poll_s = idle_poll_s
-        self.paused: str | None = None  # why delivery is paused (401), None when running
-        self._paused_token: str | None = None
         self._inflight: set[str] = set()  # events the POS thread is delivering right now
         self._released: set[str] = set()  # ... and those it finished during the current pass
         self._lock = threading.Lock()
@@ -60,6 +62,16 @@ class Outbox:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.delivered = 0
+        link.on_change(self._link_changed)
+
+    @property
+    def paused(self) -> str | None:
+        """Why delivery waits (the link refuses the device token), None while it may go on."""
+        return self.link.health.reason if self.link.refuses(self.client.token) else None
+
+    def _link_changed(self, health: Health) -> None:
+        if health.online:
+            self.retry_now()
 
     # ---- the POS thread's side ------------------------------------------------------------
 
@@ -108,10 +120,7 @@ class Outbox:
     def deliver_due(self) -> bool:
         """One pass over what is due. True when something was delivered or settled."""
         if self.paused is not None:
-            if self.client.token == self._paused_token:
-                return False
-            log.info("device token changed: resuming delivery")
-            self.paused = None
+            return False
         with self._lock:
             self._released.clear()
         # The head of the queue in journal order, due or not: a later event never overtakes an
@@ -153,10 +162,7 @@ class Outbox:
         try:
             results = self.client.transactions_batch([(e.event_id, e.body) for e in events])
         except HostError as exc:
-            if exc.status == 401:
-                self._pause(str(exc))
-            else:
-                self._retry(events, str(exc))
+            self._retry(events, str(exc))
             return False
         delivered: list[str] = []
         answers: dict[str, dict[str, Any]] = {}
@@ -183,8 +189,7 @@ class Outbox:
             self.journal.mark_final(event.event_id, "conflict", reason)
             return True
         if status == 401:
-            self._pause(reason)
-            return False
+            return False  # the link heard it too: paused until the token changes
         if status is not None and 400 <= status < 500 and status != 429:
             log.error(
                 "event %s rejected by the host (%s); recorded, not retried", event.event_id, reason
@@ -200,12 +205,6 @@ class Outbox:
         ids = [e.event_id for e in events]
         self.journal.mark_retry(ids, reason, time.time() + delay)
         log.warning("%d event(s) not delivered (%s); next try in %.0f s", len(ids), reason, delay)
-
-    def _pause(self, reason: str) -> None:
-        if self.paused is None:
-            log.error("delivery paused: the host refused the device token (%s)", reason)
-        self.paused = reason
-        self._paused_token = self.client.token
 
     def _delivered(self, count: int) -> None:
         self.delivered += count

@@ -23,7 +23,7 @@ from pos_overhead import free_port  # noqa: E402
 
 from app.journal import Journal  # noqa: E402
 from app.outbox import Outbox  # noqa: E402
-from provisioning.api import HostClient  # noqa: E402
+from provisioning.link import HostLink  # noqa: E402
 
 
 def main() -> int:
@@ -56,7 +56,9 @@ def main() -> int:
                 break
             except requests.ConnectionError:
                 time.sleep(0.1)
-        outbox = Outbox(journal, HostClient(url, "demo-token", "D-DEMO", timeout_s=30))
+        link = HostLink(url, timeout_s=30)
+        link.use("D-DEMO", "demo-token")
+        outbox = Outbox(journal, link)
         started = time.perf_counter()
         while outbox.deliver_due():
             pass

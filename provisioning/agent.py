@@ -25,8 +25,10 @@ authenticated call (`GET config`) with it follows; once the host answered 200 it
 token (client, credentials, `on_token`). At start (and on any 401) a pending token is tried first.
 A kill -9 at any point therefore never applies a rotation twice and never loses the working token.
 
-401 anywhere: the agent stops calling the host (`revoked`, with a message for the status page)
-until `resume(new_token)` is called after a technician re-enrolled the box.
+401 anywhere: the host link (`provisioning/link.py`, the one authority on the host's state)
+turns unauthorized and admits no call with the refused token; the agent reads that (`revoked`,
+with a message for the status page) and stops calling the host until the link has another
+token (`link.use(...)` after a technician re-enrolled the box, then `resume()`).
 
 Handlers take the command's `args` and return `(ok, detail)`. They run on the agent's thread, one
 at a time; a handler should return promptly (the next heartbeat waits for it). The running
@@ -51,6 +53,7 @@ from typing import Any
 
 from provisioning.api import HostClient, HostError
 from provisioning.clock import SYSTEM_CLOCK, Clock
+from provisioning.link import HostLink
 from provisioning.redaction import redact_log_text
 from provisioning.rfc3339 import format_rfc3339, now_rfc3339
 from provisioning.store import CREDENTIALS_FILE, Credentials, CredentialStore, JsonDocument
@@ -91,7 +94,7 @@ class _NotYet(Exception):
 class Agent:
     def __init__(
         self,
-        client: HostClient,
+        link: HostLink,
         state_dir: Path | str,
         status_provider: Callable[[], dict[str, Any]],
         handlers: dict[str, Handler],
@@ -108,7 +111,8 @@ class Agent:
         checkpoint: Checkpoint | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self.client = client
+        self.link = link  # every call goes through its client, and it says whether one may
+        self.client: HostClient = link.client
         self._clock = clock  # tests: a clock they advance, for an exact count of heartbeats
         self.state_dir = Path(state_dir)
         self.status_provider = status_provider
@@ -128,8 +132,6 @@ class Agent:
         """The id of the command whose handler is running (handlers that need it, e.g. an
         updater keeping it in its own marker, read it here)."""
         self._commands = JsonDocument(self.state_dir / "commands.json")
-        self.revoked = False
-        self.revoked_message: str | None = None
         self.last_heartbeat_at: float | None = None
         self.last_ok_at: float | None = None
         self.last_result: str | None = None
@@ -141,6 +143,11 @@ class Agent:
         self._due = 0.0
         self._last_beat_mono = 0.0
         self._thread: threading.Thread | None = None
+
+    @property
+    def revoked(self) -> bool:
+        """The host refused the token the agent would call with (401): the link says so."""
+        return self.link.refuses(self.client.token)
 
     # The thread.
 
@@ -196,11 +203,13 @@ class Agent:
         """Settle a pending token, report unreported results, post one heartbeat and run the
         commands it returns. Returns the host's answer, or None when nothing was sent."""
         with self._cycle:
-            if self.revoked:
-                self._note("paused: token revoked")
-                return None
+            # A crash may have left a rotated token the host already switched to: tried first,
+            # even while the link refuses the current one.
             if not self._settle_pending_token():
                 self._note("paused: a rotated token awaits confirmation (host unreachable)")
+                return None
+            if self.revoked:
+                self._note("paused: token revoked")
                 return None
             if not self._recovered:
                 self._recover()
@@ -276,25 +285,14 @@ class Agent:
             if self.client.token == creds.pending_token:
                 self._note(f"{what}: switched to the rotated token")
                 return
-        with self._lock:
-            already = self.revoked
-            self.revoked = True
-            self.revoked_message = REVOKED_MESSAGE
-            self.last_result = f"{what}: 401, token revoked; paused"
-        if not already:
-            log.error("%s: %s", what, REVOKED_MESSAGE)
+        self._note(f"{what}: 401, token revoked; paused")
+        log.error("%s: %s", what, REVOKED_MESSAGE)
 
-    def resume(self, token: str, device_id: str | None = None) -> None:
-        """A technician re-enrolled the box: use `token` (and `device_id`) and carry on."""
-        with self._cycle:
-            self.client.token = token
-            if device_id:
-                self.client.device_id = device_id
-            with self._lock:
-                self.revoked = False
-                self.revoked_message = None
-                self.last_result = "resumed with a new token"
-                self._due = 0.0
+    def resume(self) -> None:
+        """The link has new credentials (a technician re-enrolled the box): beat at once."""
+        with self._cycle, self._lock:
+            self.last_result = "resumed with a new token"
+            self._due = 0.0
         self._wake.set()
 
     # Commands.
@@ -622,14 +620,15 @@ class Agent:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             due_in = max(0.0, self._due - self._clock.monotonic()) if self._thread else None
+            revoked = self.revoked
             snap: dict[str, Any] = {
                 "interval_s": self.interval_s,
                 "last_heartbeat_at": _iso(self.last_heartbeat_at),
                 "last_ok_at": _iso(self.last_ok_at),
                 "last_result": self.last_result,
                 "next_heartbeat_in_s": None if due_in is None else round(due_in, 1),
-                "revoked": self.revoked,
-                "revoked_message": self.revoked_message,
+                "revoked": revoked,
+                "revoked_message": REVOKED_MESSAGE if revoked else None,
             }
         try:
             creds = self.credentials.load()

@@ -9,6 +9,8 @@ it or, like the relay with a slow answer, only hints.
 States: `not_enrolled` (no credentials yet), `unknown` (credentials, no answer yet), `online`,
 `degraded` (answering, but too slowly for the POS), `down` (no usable answer: connection,
 timeout, 5xx), `unauthorized` (401: the token was refused; cleared by new credentials).
+The agent's `revoked` and the outbox's `paused` are this state read for their own token
+(`refuses`): they keep no flag of their own.
 
 Recovery needs no traffic: while the link is down (or unknown) one thread probes the host with
 backoff and jitter, a few seconds growing to `probe_max_s`; while it is up, the agent's
@@ -138,13 +140,17 @@ class HostLink:
     ) -> None:
         """After a request: the HTTP status of the answer, or None with the error. A 401 for a
         token other than the device's (a rotated one being confirmed) says nothing of the link."""
-        if status == 401 and token and token != self.client.token:
+        other_token = bool(token) and token != self.client.token
+        if status == 401 and other_token:
             status = 400  # the host answered: reachable
         if status is not None and status < 500 and status not in (401, 429):
             with self._lock:
                 self.counters["ok"] += 1
                 self._health = _replace(self._health, last_ok=self._wall())
-            if self._health.state is not LinkState.DEGRADED:  # a late answer is still slow
+            state = self._health.state
+            # A late answer is still slow; an answer to another token leaves the device's
+            # refused (the agent and the outbox read this state to know whether to call).
+            if state is not LinkState.DEGRADED and not (other_token and self.unauthorized):
                 self._set(LinkState.ONLINE, "answering")
             return
         if status is not None:

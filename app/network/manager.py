@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from app.network.discovery import (
     RESOLV_CONF,
@@ -30,6 +30,14 @@ from app.network.neighbours import OUI_PATH, pos_candidates
 from app.network.reachability import HostCheck, check_host
 
 log = logging.getLogger("connectbox.network")
+
+
+class NetworkChecker(Protocol):
+    """What the technician's actions and the `rediscover` command use of the network."""
+
+    def refresh(self) -> NetworkFacts: ...
+
+    def check_now(self) -> HostCheck: ...
 
 
 class NetworkManager:

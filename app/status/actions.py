@@ -1,17 +1,18 @@
 """What the technician actions do. Each returns a `Result` the page shows after its redirect.
 
+They work with `BoxControls`, the few parts of the box they need, never the Box itself:
 - test the host connection now: the network's layered check when the box has one, and one real
-  call of the host's config endpoint through the relay (so a success also tells the box the host
-  is back, and a refused token is noticed);
+  call of the host's config endpoint through the relay (so a success also tells the host link
+  the host is back, and a refused token is noticed);
 - re-run network discovery (when the box has network discovery);
 - a test sale: GetRewards + FinalizeRewards through the box's own POS port, register "TEST",
   TrainingModeFlag set;
-- restart the service (`Box.request_restart()`: the process exits and systemd starts it again).
+- restart the service (the process exits and systemd starts it again);
+- enroll again with the claim code (after a revoked token).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import time
 from collections.abc import Callable
@@ -20,9 +21,13 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from app.config import Config
+from app.host.relay import HostRelay
+from app.network.manager import NetworkChecker
 from app.pos import simulator as sim
 from app.status.verdict import network_layers
 from provisioning.api import HostError
+from provisioning.link import HostLink
 
 TEST_REGISTER = "TEST"
 TEST_UPC = "012345678905"
@@ -34,17 +39,30 @@ class Result:
     message: str
 
 
+@dataclass(frozen=True)
+class BoxControls:
+    """What the technician's actions work with. The optional ones a box may lack: the action
+    then says it is not available."""
+
+    config: Config  # the POS port's address and dialect (the test sale)
+    link: HostLink  # the host's state, and the client of the test call
+    relay: HostRelay  # the test call goes through it, like a sale's
+    pos_port: int  # where the box's own POS port listens
+    network: NetworkChecker | None = None  # the layered check and rediscovery
+    restart: Callable[[], None] | None = None
+    reenroll: Callable[[], tuple[bool, str]] | None = None
+
+
 def _ms(started: float) -> str:
     return f"{(time.monotonic() - started) * 1000:.0f} ms"
 
 
-def test_host(box: Any) -> Result:
+def test_host(box: BoxControls) -> Result:
     """The layered check when the box has one; then (or else) one call of the host's config
-    endpoint through the relay, which updates the box's own view of the host: a host that is
-    back resumes the outbox at once, a refused token is noticed."""
-    network = getattr(box, "network", None)
-    if network is not None and callable(getattr(network, "check_now", None)):
-        checked = _describe_check(_as_dict(network.check_now()))
+    endpoint through the relay, which updates the host link: a host that is back resumes the
+    outbox at once, a refused token is noticed."""
+    if box.network is not None:
+        checked = _describe_check(box.network.check_now().to_dict())
         if not checked.ok:
             return checked
         called = _relay_call(box)
@@ -52,10 +70,11 @@ def test_host(box: Any) -> Result:
     return _relay_call(box)
 
 
-def _relay_call(box: Any) -> Result:
+def _relay_call(box: BoxControls) -> Result:
     started = time.monotonic()
-    future = box.relay.submit(box.host_client.config, "technician host test")
-    wait_s = float(getattr(box.host_client, "timeout_s", 10.0)) + 2.0
+    client = box.link.client
+    future = box.relay.submit(client.config, "technician host test")
+    wait_s = client.timeout_s + 2.0
     try:
         future.result(timeout=wait_s)
     except HostError as exc:
@@ -65,15 +84,7 @@ def _relay_call(box: Any) -> Result:
     return Result(True, f"The central host answered in {_ms(started)}.")
 
 
-def _as_dict(check: Any) -> Any:
-    if callable(getattr(check, "to_dict", None)):
-        return check.to_dict()
-    if dataclasses.is_dataclass(check) and not isinstance(check, type):
-        return dataclasses.asdict(check)
-    return check
-
-
-def _describe_check(check: Any) -> Result:
+def _describe_check(check: dict[str, Any]) -> Result:
     layers = network_layers({"check": check})
     failed = next((layer for layer in layers if layer.ok is False), None)
     if failed is not None:
@@ -82,23 +93,21 @@ def _describe_check(check: Any) -> Result:
         return Result(
             False, f"Host connection check: the {failed.name} check fails{detail}.{action}"
         )
-    if isinstance(check, dict) and check.get("ok") is False:
+    if check.get("ok") is False:
         return Result(False, "Host connection check failed; see the Central host section.")
     passed = ", ".join(layer.name for layer in layers if layer.ok and not layer.skipped)
     return Result(True, f"Host connection check passed ({passed or 'no layer applies'}).")
 
 
-def refresh_network(box: Any) -> Result:
-    network = getattr(box, "network", None)
-    refresh = getattr(network, "refresh", None)
-    if not callable(refresh):
+def refresh_network(box: BoxControls) -> Result:
+    if box.network is None:
         return Result(False, "Network discovery is not available in this version of the box.")
     started = time.monotonic()
-    refresh()
+    box.network.refresh()
     return Result(True, f"Network discovery ran again ({_ms(started)}); see the Network section.")
 
 
-def pos_address(box: Any) -> tuple[str, int]:
+def pos_address(box: BoxControls) -> tuple[str, int]:
     """Where the box's own POS port answers locally."""
     listen = box.config.pos.listen
     host = listen.host
@@ -108,10 +117,10 @@ def pos_address(box: Any) -> tuple[str, int]:
             host = "::1" if address.version == 6 else "127.0.0.1"
     except ValueError:
         pass
-    return host, box.pos_server.port
+    return host, box.pos_port
 
 
-def test_sale(box: Any) -> Result:
+def test_sale(box: BoxControls) -> Result:
     host, port = pos_address(box)
     dialect = box.config.pos.dialect if box.config.pos.dialect in sim.DIALECTS else "passport"
     counter = sim.SequenceCounter()
@@ -140,26 +149,24 @@ def test_sale(box: Any) -> Result:
     )
 
 
-def restart(box: Any) -> Result:
-    request_restart: Callable[[], Any] | None = getattr(box, "request_restart", None)
-    if not callable(request_restart):
+def restart(box: BoxControls) -> Result:
+    if box.restart is None:
         return Result(
             False,
             "This version of the service cannot restart itself: power the box off and on.",
         )
-    request_restart()
+    box.restart()
     return Result(True, "Restart requested: the service restarts now; this page returns shortly.")
 
 
-def reenroll(box: Any) -> Result:
-    management = getattr(box, "management", None)
-    if management is None:
+def reenroll(box: BoxControls) -> Result:
+    if box.reenroll is None:
         return Result(False, "This version of the service cannot enroll from the page.")
-    ok, detail = management.reenroll()
+    ok, detail = box.reenroll()
     return Result(ok, detail)
 
 
-ACTIONS: dict[str, Callable[[Any], Result]] = {
+ACTIONS: dict[str, Callable[[BoxControls], Result]] = {
     "test-host": test_host,
     "network-refresh": refresh_network,
     "test-sale": test_sale,

@@ -1,8 +1,8 @@
 """`/metrics`: the status dict in the Prometheus text exposition format (version 0.0.4).
 
-Everything comes from one `Box.status()` snapshot: the service counters (POS requests by type,
-their outcomes, offline decisions, journaled events), the host link, the outbox, the journal, the
-policy and, when present, card readers and the layered network check.
+Everything comes from one `StatusSource.status()` snapshot (source.py): the service counters (POS
+requests by type, their outcomes, offline decisions, journaled events), the host link, the outbox,
+the journal, the policy and, when present, card readers and the layered network check.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The status page's one verdict: "All Systems Online", or the one thing to fix first.
 
-`problems()` walks the status dict (as `Box.status()` returns it) through the checks in the
+`problems()` walks the status dict (as `StatusSource.status()` builds it) through the checks in the
 order a technician should work through them; the first problem found is the verdict. Every check
 reads the status defensively: a missing or unexpected section is "nothing known", never an error.
 """

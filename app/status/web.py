@@ -1,4 +1,5 @@
-"""The status listener: a Flask application factory with thin handlers over the Box's parts.
+"""The status listener: a Flask application factory with thin handlers over the box's status
+and the technician's controls (`create_app(source, controls)`; never the Box itself).
 
 Served by waitress. Blueprints:
 - `api`: `/healthz` (200 while the POS server runs; systemd, the image's boot test and monitoring
@@ -14,9 +15,8 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import (
     Blueprint,
@@ -35,10 +35,8 @@ from flask import (
 from app.status import actions as box_actions
 from app.status import auth, diagnostics, logbuffer, metrics, view
 from app.status.privacy import redact
+from app.status.source import Status
 from app.status.verdict import Context, PosWatch, verdict
-
-if TYPE_CHECKING:
-    from app.box import Box
 
 log = logging.getLogger("connectbox.status")
 
@@ -55,8 +53,8 @@ CSP = (
 
 @dataclass
 class StatusContext:
-    box: Any
-    status_provider: Callable[[], dict[str, Any]]
+    source: Status
+    controls: box_actions.BoxControls
     gate: auth.PinGate
     pos_watch: PosWatch
     logs: logbuffer.LogBuffer
@@ -65,7 +63,7 @@ class StatusContext:
     def status(self) -> dict[str, Any] | None:
         """One snapshot, with secrets and loyalty IDs made safe; None when the box cannot say."""
         try:
-            status = redact(self.status_provider())
+            status = redact(self.source.status())
         except Exception:
             log.exception("status snapshot failed")
             return None
@@ -73,8 +71,9 @@ class StatusContext:
         return status
 
 
-def create_app(box: Box, status_provider: Callable[[], dict[str, Any]] | None = None) -> Flask:
-    """The status application. `status_provider` (default `box.status`) lets tests add sections."""
+def create_app(source: Status, controls: box_actions.BoxControls) -> Flask:
+    """The status application: the page, the API and the metrics read `source`, the actions
+    work with `controls`."""
     app = Flask(__name__)
     app.secret_key = secrets.token_bytes(32)  # per process: sessions end with a restart
     app.config.update(
@@ -85,12 +84,11 @@ def create_app(box: Box, status_provider: Callable[[], dict[str, Any]] | None = 
         STATUS_REFRESH_S=REFRESH_S,
         POS_IDLE_S=None,  # None: verdict.POS_IDLE_S
     )
-    config = getattr(box, "config", None)
-    configured = getattr(getattr(config, "status", None), "pin", None)
+    configured = controls.config.status.pin
     pin = str(configured) if configured not in (None, "") else None  # TOML may give a number
     app.extensions["connectbox"] = StatusContext(
-        box=box,
-        status_provider=status_provider or box.status,
+        source=source,
+        controls=controls,
         gate=auth.PinGate(pin),
         pos_watch=PosWatch(),
         logs=logbuffer.install(),
@@ -121,7 +119,7 @@ def _headers(response: Response) -> Response:
 
 @api.get("/healthz")
 def healthz():
-    running = _ctx().box.pos_server.running
+    running = _ctx().source.serving()
     return jsonify({"ok": running}), 200 if running else 503
 
 
@@ -167,7 +165,7 @@ def index():
         disabled_message=auth.DISABLED_MESSAGE,
         locked_s=ctx.gate.locked_for(request.remote_addr or ""),
         refresh_s=current_app.config["STATUS_REFRESH_S"],
-        has_network=getattr(ctx.box, "network", None) is not None,
+        has_network=ctx.controls.network is not None,
     )
 
 
@@ -201,7 +199,7 @@ def run_action(name: str):
     try:
         if name == "diagnostics":
             return _diagnostics(ctx)
-        result = box_actions.ACTIONS[name](ctx.box)
+        result = box_actions.ACTIONS[name](ctx.controls)
     except Exception as exc:
         log.exception("technician action %s failed", name)
         result = box_actions.Result(False, f"The action failed: {type(exc).__name__}: {exc}")
@@ -223,10 +221,9 @@ def _diagnostics(ctx: StatusContext) -> Response:
     snapshot = ctx.status()
     judging = _judging(ctx)
     judged = verdict(snapshot, judging) if snapshot is not None else view.UNAVAILABLE
-    token = getattr(getattr(ctx.box.config, "host", None), "token", None)
-    name, data = diagnostics.bundle(
-        ctx.box.config, snapshot, judged, ctx.logs.lines(), [token, ctx.pin], judging.now
-    )
+    config = ctx.controls.config
+    hidden = [config.host.token, ctx.controls.link.client.token, ctx.pin]
+    name, data = diagnostics.bundle(config, snapshot, judged, ctx.logs.lines(), hidden, judging.now)
     return Response(
         data,
         mimetype="application/zip",

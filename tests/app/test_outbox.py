@@ -9,7 +9,8 @@ import requests
 
 from app.journal import Journal
 from app.outbox import BATCH_THRESHOLD, Backoff, Outbox
-from provisioning.link import HostLink
+from provisioning.api import HostError
+from provisioning.link import HostLink, LinkState
 
 
 def _event(n: int, **extra) -> dict:
@@ -33,7 +34,7 @@ def journal(tmp_path):
 def _outbox(journal, host, token="demo-token") -> Outbox:
     link = HostLink(host.url, timeout_s=5)
     link.use("D-DEMO", token)
-    return Outbox(journal, link.client, Backoff(base_s=30))
+    return Outbox(journal, link, Backoff(base_s=30))
 
 
 def _host_keys(host) -> list[str]:
@@ -95,6 +96,31 @@ def test_401_pauses_until_the_token_changes(journal, reference_host):
     outbox.client.token = "demo-token"  # a technician or the provider fixed it
     assert outbox.deliver_due()
     assert outbox.paused is None and _host_keys(reference_host) == ["t1"]
+
+
+def test_paused_is_the_links_word_whoever_met_the_401(journal, reference_host):
+    journal.add_event("t1", "finalize", _event(1))
+    outbox = _outbox(journal, reference_host, token="revoked")
+    with pytest.raises(HostError):  # another part (here: the policy refresh) meets the 401
+        outbox.link.client.config()
+    assert "refused" in outbox.paused and outbox.snapshot()["paused"] == outbox.paused
+    assert not outbox.deliver_due() and _host_keys(reference_host) == []
+    assert journal.get_event("t1").attempts == 0  # waiting for a token, not backing off
+    outbox.link.use("D-DEMO", "demo-token")  # re-enrolled: the link has new credentials
+    assert outbox.paused is None and outbox.deliver_due()
+    assert _host_keys(reference_host) == ["t1"]
+
+
+def test_the_link_going_online_skips_the_backoff(journal, reference_host):
+    reference_host.set_fault("error500", 0)
+    journal.add_event("r1", "finalize", _event(1))
+    outbox = _outbox(journal, reference_host)
+    assert not outbox.deliver_due() and outbox.link.state is LinkState.DOWN
+    assert not outbox.deliver_due(), "waits out the backoff"
+    reference_host.set_fault("ok", 0)
+    outbox.link.client.config()  # any answer (a probe, a heartbeat) brings the link online
+    assert outbox.deliver_due()
+    assert _host_keys(reference_host) == ["r1"]
 
 
 def test_5xx_retries_with_backoff_and_blocks_later_events(journal, reference_host):

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from provisioning.agent import Agent
-from provisioning.api import HostClient
+from provisioning.link import HostLink
 from provisioning.store import CREDENTIALS_FILE, CredentialStore
 
 
@@ -39,7 +39,8 @@ def main() -> None:
 
     creds = CredentialStore(args.state_dir / CREDENTIALS_FILE).load()
     assert creds is not None, "enroll first"
-    client = HostClient(args.url, creds.token, creds.device_id, timeout_s=5)
+    link = HostLink(args.url, timeout_s=5)
+    link.use(creds.device_id, creds.token)
 
     def update(command_args: dict) -> tuple[bool, str]:
         append(args.marker, f"start {os.getpid()}")
@@ -52,7 +53,7 @@ def main() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     agent = Agent(
-        client,
+        link,
         args.state_dir,
         lambda: {"status": "online"},
         {"update": update},

@@ -1,5 +1,6 @@
 """Fixtures for provisioning tests: the real reference host on 127.0.0.1, with every request
-recorded (method, path, Authorization header, status), and an enrolled box's credentials."""
+recorded (method, path, Authorization header, status), and an enrolled box's credentials and
+host link."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from app.host.reference.server import RunningHost, start_in_thread
 from provisioning.api import HostClient
 from provisioning.enrollment import Enroller
+from provisioning.link import HostLink
 from provisioning.store import CREDENTIALS_FILE, Credentials, CredentialStore
 
 SITE = "S-1001"
@@ -101,20 +103,30 @@ def host(request: pytest.FixtureRequest) -> Iterator[RunningHost]:
 
 @dataclass
 class Box:
-    """An enrolled box: its credentials store, credentials and a host client."""
+    """An enrolled box: its credentials store, credentials and host link (with its client)."""
 
     data_dir: Path
     store: CredentialStore
     creds: Credentials
-    client: HostClient
+    link: HostLink
+
+    @property
+    def client(self) -> HostClient:
+        return self.link.client
 
 
 def enroll(host: RunningHost, data_dir: Path, code: str = "TEST-0001", serial: str = "SN-1") -> Box:
     host.store.add_claim_code(code, SITE)
     store = CredentialStore(data_dir / CREDENTIALS_FILE)
     creds = Enroller(host.url, store, serial, code, timeout_s=5).enroll_once()
-    client = HostClient(host.url, creds.token, creds.device_id, timeout_s=5)
-    return Box(data_dir, store, creds, client)
+    return Box(data_dir, store, creds, link_for(host.url, creds.device_id, creds.token))
+
+
+def link_for(url: str, device_id: str, token: str) -> HostLink:
+    """A host link with these credentials (its probing thread is not started)."""
+    link = HostLink(url, timeout_s=5)
+    link.use(device_id, token)
+    return link
 
 
 @pytest.fixture

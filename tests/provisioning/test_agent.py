@@ -11,7 +11,7 @@ import pytest
 from provisioning.agent import DEFER, INTERRUPTED, Agent, pack_logs, redact_log_text
 from provisioning.api import HostClient, HostError
 from tests.clock import FakeClock
-from tests.provisioning.conftest import enroll
+from tests.provisioning.conftest import enroll, link_for
 from tests.waiting import wait_for
 
 STATUS = {
@@ -42,7 +42,7 @@ class Recorded:
 def make_agent(box, handlers=None, **options) -> Agent:
     options.setdefault("status_provider", lambda: dict(STATUS))
     options.setdefault("software_version", "1.2.3")
-    return Agent(box.client, box.data_dir, handlers=handlers or {}, **options)
+    return Agent(box.link, box.data_dir, handlers=handlers or {}, **options)
 
 
 def results(host, device_id):
@@ -284,10 +284,25 @@ def test_401_pauses_heartbeats_until_resume(host, box, tmp_path):
     assert len(host.recorder.snapshot()) == before  # not one call with the refused token
 
     again = enroll(host, tmp_path / "reenrolled", code="AGAIN-0001", serial="SN-1")
-    agent.resume(again.creds.token, again.creds.device_id)
+    box.link.use(again.creds.device_id, again.creds.token)  # what the box does on re-enrolling
+    agent.resume()
     assert agent.heartbeat_now() == {"commands": []}
     assert not agent.snapshot()["revoked"]
     assert host.store.heartbeats(again.creds.device_id)
+
+
+def test_revoked_is_the_links_word_whoever_met_the_401(host, box, tmp_path):
+    agent = make_agent(box)
+    host.store.revoke_token(box.creds.device_id)
+    with pytest.raises(HostError):  # another part (the outbox, the relay) meets the 401
+        box.client.config()
+    before = len(host.recorder.snapshot())
+    assert agent.heartbeat_now() is None and agent.snapshot()["revoked"]
+    assert len(host.recorder.snapshot()) == before  # the agent did not try the token itself
+    again = enroll(host, tmp_path / "reenrolled", code="AGAIN-0002", serial="SN-1")
+    box.link.use(again.creds.device_id, again.creds.token)
+    assert not agent.snapshot()["revoked"]  # no resume needed to know it
+    assert agent.heartbeat_now() == {"commands": []}
 
 
 def test_thread_heartbeats_and_set_interval_without_restart(host, box):
@@ -405,11 +420,11 @@ def test_settle_token_at_start_up_uses_the_pending_token(host, box):
     stored = box.store.load()
     assert stored.pending_token and stored.token == box.creds.token
 
-    client = HostClient(host.url, stored.token, stored.device_id)  # what a restarted box builds
+    link = link_for(host.url, stored.device_id, stored.token)  # what a restarted box builds
     seen: list[str] = []
-    agent = Agent(client, box.data_dir, lambda: {}, {}, on_token=seen.append)
+    agent = Agent(link, box.data_dir, lambda: {}, {}, on_token=seen.append)
     assert agent.settle_token() is True
-    assert client.token == stored.pending_token == seen[0]
+    assert link.client.token == stored.pending_token == seen[0]
     assert box.store.load().pending_token is None
     agent.heartbeat_now()
     assert results(host, box.creds.device_id)[command_id] == {"ok": True, "detail": "token rotated"}

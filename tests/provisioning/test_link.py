@@ -44,6 +44,9 @@ def test_every_call_reports_and_a_refused_token_is_not_used_again(reference_host
         "GET", "/v1/devices/D-DEMO/config", headers={"Authorization": "Bearer demo-token"}
     )
     assert reply.status_code == 200
+    # An answer to another token says the host is reachable, not that the device's token is taken.
+    assert link.state is LinkState.UNAUTHORIZED and link.refuses("revoked-token")
+    assert link.last_ok is not None and not link.refuses("demo-token")
     link.use("D-DEMO", "demo-token")
     link.client.config()
     assert link.state is LinkState.ONLINE

@@ -1,14 +1,15 @@
 """The status page under test: a real box (reference host, real POS port) and its status app.
 
 `status_site(...)` builds a box with `make_box`, sets the site PIN, and serves a status app made
-by `create_app` on its own loopback port, with a status provider that merges `site.extra` into
-`Box.status()` (the test hook for sections the box does not report yet, like a reader gone).
+by `create_app` from the box's own controls on its own loopback port, with a status that merges
+`site.extra` into the box's (the test hook for sections the box does not report yet, like a
+reader gone).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -30,12 +31,19 @@ TOBACCO = "028200003843"
 @dataclass
 class StatusSite:
     box: Box
-    app: Flask
-    url: str
+    app: Flask = field(init=False)
+    url: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def status(self) -> dict[str, Any]:
         return {**self.box.status(), **self.extra}
+
+    def serving(self) -> bool:
+        return self.box.status_source.serving()
+
+    def make_app(self, **controls: Any) -> Flask:
+        """A status app of this site; `controls` replace some of the box's (e.g. network=None)."""
+        return create_app(self, replace(self.box.controls, **controls))
 
 
 def sale(box: Box, loyalty_id: str | None = PHONE, register: str = "1", pos=None, entry="manual"):
@@ -95,15 +103,12 @@ def status_site(host, make_box, serve) -> Callable[..., StatusSite]:
     def make(pin: str | None = PIN, **box_options: Any) -> StatusSite:
         box = make_box(host.url, **box_options)
         box.config.status.pin = pin  # the [status] pin setting
-        holder: dict[str, StatusSite] = {}
-        app = create_app(box, status_provider=lambda: holder["site"].status())
-        site = StatusSite(box, app, "")
-        holder["site"] = site
-        site.url = serve(app)
+        site = StatusSite(box)
+        site.app = site.make_app()
+        site.url = serve(site.app)
         assert wait_for(lambda: box.policies.current() is not None), "no policy from the host"
-        network = getattr(box, "network", None)
-        if network is not None:  # first discovery runs in the background: let it finish
-            wait_for(lambda: network.snapshot().get("refreshed_at") is not None)
+        # first discovery runs in the background: let it finish
+        wait_for(lambda: box.network.snapshot().get("refreshed_at") is not None)
         return site
 
     return make

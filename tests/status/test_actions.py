@@ -12,7 +12,9 @@ from unittest import mock
 
 import pytest
 
+from app.network.reachability import HostCheck, LayerResult
 from app.status import auth
+from app.status.actions import BoxControls
 from app.status.web import create_app
 from provisioning.redaction import REDACTED
 from tests.status.conftest import PIN, sale, wait_for
@@ -44,24 +46,29 @@ def _flash(reply) -> str:
     return f"{category}: {html.unescape(message)}"
 
 
-class FakeBox:
-    """Just enough of a Box for the guards: config, a POS server flag, a status."""
-
-    def __init__(self, pin=PIN):
-        self.config = SimpleNamespace(
-            status=SimpleNamespace(pin=pin), host=SimpleNamespace(token="demo-token")
-        )
-        self.pos_server = SimpleNamespace(running=True)
-        self.request_restart = mock.Mock()
+class FakeStatus:
+    """A box that serves the POS and reports little else."""
 
     def status(self):
         return {"pos": {"running": True, "connections": [], "listen": "127.0.0.1:9000"}}
 
+    def serving(self):
+        return True
+
+
+def fake_controls(pin=PIN, **options) -> BoxControls:
+    """Just enough for the guards: the PIN and a restart to watch; no network, no host."""
+    config = SimpleNamespace(
+        status=SimpleNamespace(pin=pin), host=SimpleNamespace(token="demo-token")
+    )
+    options.setdefault("restart", mock.Mock())
+    return BoxControls(config=config, link=None, relay=None, pos_port=0, **options)
+
 
 @pytest.fixture
 def fake_client():
-    box = FakeBox()
-    app = create_app(box)
+    box = fake_controls()
+    app = create_app(FakeStatus(), box)
     return box, app, app.test_client()
 
 
@@ -70,9 +77,11 @@ def test_missing_or_wrong_csrf_token_is_400(fake_client):
     refused = _post(client, "restart", PIN, csrf=False)
     assert refused.status_code == 400 and "Reload the status page" in refused.get_data(True)
     assert _post(client, "restart", PIN, csrf="forged-token").status_code == 400
-    fresh = create_app(box).test_client()  # a token from another session does not count
+    fresh = create_app(
+        FakeStatus(), box
+    ).test_client()  # a token from another session does not count
     assert _post(fresh, "restart", PIN, csrf=_csrf(client)).status_code == 400
-    box.request_restart.assert_not_called()
+    box.restart.assert_not_called()
     assert _post(client, "no-such-action", PIN).status_code == 404
 
 
@@ -80,7 +89,7 @@ def test_the_right_pin_runs_the_action_after_a_redirect(fake_client):
     box, _, client = fake_client
     reply = _post(client, "restart", PIN, follow=False)
     assert reply.status_code == 303 and reply.headers["Location"].endswith("/#actions")
-    box.request_restart.assert_called_once_with()
+    box.restart.assert_called_once_with()
     page = client.get("/")
     assert _flash(page).startswith("ok: Restart requested")
     assert "flash" not in client.get("/").get_data(True)  # shown once
@@ -93,7 +102,7 @@ def test_without_pin_or_with_a_wrong_one_nothing_happens(fake_client):
         == "error: Enter the site PIN to use the technician actions."
     )
     assert _flash(_post(client, "restart", "0000")) == "error: Wrong PIN."
-    box.request_restart.assert_not_called()
+    box.restart.assert_not_called()
 
 
 def test_five_wrong_pins_lock_that_client_for_five_minutes(fake_client):
@@ -112,7 +121,7 @@ def test_five_wrong_pins_lock_that_client_for_five_minutes(fake_client):
     assert "locked" in _flash(_post(client, "restart", PIN))
     clock.now += 2
     assert _flash(_post(client, "restart", PIN)).startswith("ok:")
-    assert box.request_restart.call_count == 2
+    assert box.restart.call_count == 2
 
 
 def test_wrong_pins_from_many_addresses_lock_everyone():
@@ -146,24 +155,23 @@ def test_the_pin_is_compared_in_constant_time(fake_client):
 
 
 def test_no_pin_configured_disables_the_actions():
-    box = FakeBox(pin=None)
-    client = create_app(box).test_client()
+    box = fake_controls(pin=None)
+    client = create_app(FakeStatus(), box).test_client()
     page = client.get("/").get_data(True)
     assert "Technician actions are disabled: no site PIN is configured" in page
     assert "<fieldset disabled>" in page
     assert "disabled" in _flash(_post(client, "restart", "anything"))
-    box.request_restart.assert_not_called()
+    box.restart.assert_not_called()
 
 
 def test_a_numeric_pin_in_the_configuration_works():
-    box = FakeBox(pin=4821)  # `pin = 4821` in TOML is a number
-    client = create_app(box).test_client()
+    box = fake_controls(pin=4821)  # `pin = 4821` in TOML is a number
+    client = create_app(FakeStatus(), box).test_client()
     assert _flash(_post(client, "restart", "4821")).startswith("ok:")
 
 
-def test_restart_without_support_in_the_box(fake_client):
-    box, _, client = fake_client
-    del box.request_restart
+def test_restart_without_support_in_the_box():
+    client = create_app(FakeStatus(), fake_controls(restart=None)).test_client()
     assert "cannot restart itself" in _flash(_post(client, "restart", PIN))
 
 
@@ -189,12 +197,9 @@ def test_test_host_names_the_failing_layer(status_site, host):
     assert "refused" in message
 
 
-def test_test_host_without_network_checks_calls_the_host_through_the_relay(
-    status_site, host, monkeypatch
-):
+def test_test_host_without_network_checks_calls_the_host_through_the_relay(status_site, host):
     site = status_site()
-    monkeypatch.setattr(site.box, "network", None)
-    client = site.app.test_client()
+    client = site.make_app(network=None).test_client()
     assert re.fullmatch(
         r"ok: The central host answered in \d+ ms\.", _flash(_post(client, "test-host", PIN))
     )
@@ -208,18 +213,15 @@ def test_test_host_without_network_checks_calls_the_host_through_the_relay(
 def test_test_host_reports_the_layer_and_its_advice(status_site):
     site = status_site()
     network = site.box.network
-    failed = {
-        "ok": False,
-        "layers": [
-            {"layer": "link", "ok": True},
-            {
-                "layer": "dns",
-                "ok": False,
-                "detail": "no DNS server answers",
-                "action": "Check the router's DNS.",
-            },
+    failed = HostCheck(
+        ok=False,
+        failed_layer="dns",
+        layers=[
+            LayerResult("link", True, ""),
+            LayerResult("dns", False, "no DNS server answers", "Check the router's DNS."),
         ],
-    }
+        checked_at=0.0,
+    )
     with mock.patch.object(network, "check_now", return_value=failed):
         message = _flash(_post(site.app.test_client(), "test-host", PIN))
     assert message == (
