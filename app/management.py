@@ -23,6 +23,7 @@ from app.config import Config, provider_settings
 from app.host.payload import Identity
 from app.network.manager import NetworkChecker
 from app.offline.policy import PolicyManager
+from app.readers import ReaderBinding
 from app.status.logbuffer import install as log_buffer
 from app.status.source import Status
 from app.status.verdict import verdict
