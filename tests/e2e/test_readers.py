@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from app.pos import simulator as sim
 from app.readers import ReaderBinding
-from drivers.virtual import VirtualSerialReader
+from simulators import pos as sim
+from simulators.readers.virtual import VirtualSerialReader
 from tests.box_readers import BANNER_WINDOW_S, wait_until_reading
 
 CARD = "6000001234567894"
