@@ -5,6 +5,7 @@ round-trip time, Passport heartbeats, and raw bytes for hostile-input tests."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from app.pos import client as wire
 from app.pos.framing import ACTION_HEARTBEAT
@@ -14,16 +15,10 @@ from simulators.pos.sequence import SHARED_COUNTER, SequenceCounter
 class PosClient(wire.PosClient):
     """One persistent TCP connection to the box, as the POS keeps it."""
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        dialect: str = "passport",
-        complement_crc: bool = False,
-        timeout: float = 5.0,
-        counter: SequenceCounter | None = None,
-    ) -> None:
-        super().__init__(host, port, dialect, complement_crc, timeout)
+    def __init__(self, *args: Any, counter: SequenceCounter | None = None, **kwargs: Any) -> None:
+        """The box's client's arguments (host, port, dialect, complement_crc, timeout), and the
+        counter that numbers this POS's messages (default: one for the whole process)."""
+        super().__init__(*args, **kwargs)
         self.counter = counter or SHARED_COUNTER
         self.rtts: list[float] = []
 
