@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib.metadata import entry_points
+from typing import Protocol
 
 from app import __version__
 
@@ -18,19 +20,6 @@ def main(argv: list[str] | None = None) -> int:
         "--config", help="TOML file (default $CONNECTBOX_CONFIG or /etc/connectbox/connectbox.toml)"
     )
 
-    demo = commands.add_parser("demo", help="reference host + box + simulated POS on loopback")
-    demo.add_argument("--once", action="store_true", help="exit after the scripted sales")
-    demo.add_argument("--pos-port", type=int, default=9000)
-    demo.add_argument("--status-port", type=int, default=8080)
-    demo.add_argument("--host-port", type=int, default=8700)
-
-    host = commands.add_parser("host-sim", help="run the reference central host")
-    host.add_argument(
-        "--listen", default="127.0.0.1:8700", help="address:port (default %(default)s)"
-    )
-    host.add_argument("--db", default=":memory:", help="SQLite file (default: in memory)")
-    host.add_argument("--policy", help="policy JSON document (default: the built-in Scan Data one)")
-
     enroll = commands.add_parser("enroll", help="enroll this box with the provider (claim code)")
     enroll.add_argument(
         "--claim",
@@ -44,29 +33,22 @@ def main(argv: list[str] | None = None) -> int:
     readers = commands.add_parser("readers", help="list card readers, their state and last read")
     readers.add_argument("--config", help="the service's TOML file (to find its status port)")
 
-    # Tools with their own options, handed the rest of the command line.
-    for name, summary in PASSTHROUGH_HELP.items():
-        commands.add_parser(name, help=summary, add_help=False)
+    # Tools with their own options, handed the rest of the command line: the card tool, and the
+    # commands other installed distributions add (the simulators'; none in a production image).
+    commands.add_parser("card", help=CARD_HELP, add_help=False)
+    added = added_commands(exclude=set(commands.choices))
+    for name, command in added.items():
+        commands.add_parser(name, help=command.help, add_help=False)
 
     args, rest = parser.parse_known_args(argv)
-    if args.command in PASSTHROUGH_HELP:
-        return _passthrough(args.command, rest)
+    if args.command == "card":
+        return _card(rest)
+    if args.command in added:
+        return added[args.command].main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "run":
         return _run(args.config)
-    if args.command in ("demo", "host-sim") and not _has_simulators():
-        print(
-            f"connectbox {args.command}: the simulators are not part of this (production) image",
-            file=sys.stderr,
-        )
-        return 2
-    if args.command == "demo":
-        from app.demo import run_demo
-
-        return run_demo(args.pos_port, args.status_port, args.host_port, once=args.once)
-    if args.command == "host-sim":
-        return _host_sim(args.listen, args.db, args.policy)
     if args.command == "enroll":
         return _enroll(args)
     if args.command == "readers":
@@ -76,37 +58,47 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _has_simulators() -> bool:
-    """A production image leaves out the reference host (its TEST key) and the demo."""
-    import importlib.util
-
-    return all(importlib.util.find_spec(m) for m in ("app.demo", "app.host.reference"))
+CARD_HELP = "card tools: `connectbox card decode` decodes one raw frame from stdin"
+COMMAND_GROUP = "connectbox.commands"
 
 
-PASSTHROUGH_HELP = {
-    "pos-sim": "play scripted sales as a POS",
-    "reader-sim": "a virtual serial card reader on a pseudo-terminal",
-    "card": "card tools: `connectbox card decode` decodes one raw frame from stdin",
-}
+class AddedCommand(Protocol):
+    """What an entry point of COMMAND_GROUP names: a one-line help and a main(argv) -> int."""
+
+    help: str
+
+    def main(self, argv: list[str]) -> int: ...
 
 
-def _passthrough(command: str, rest: list[str]) -> int:
-    if command == "pos-sim":
-        from app.pos.simulator import main as tool
-    elif command == "reader-sim":
-        from drivers.reader_sim import main as tool
-    else:
-        if not rest or rest[0] != "decode":
-            print(
-                "usage: connectbox card decode [--today YYYY-MM-DD] [--luhn] [--lrc] "
-                "[--no-require-aim] < frame",
-                file=sys.stderr,
-            )
-            return 2
-        from drivers.decoding.cli import main as tool
+def added_commands(exclude: set[str]) -> dict[str, AddedCommand]:
+    """The commands installed distributions add through COMMAND_GROUP, by name.
 
-        rest = rest[1:]
-    return tool(rest)
+    The simulators (`connectbox-simulators`: demo, host-sim, pos-sim, reader-sim) add theirs
+    this way, so a production image, which does not install them, does not offer them. One
+    that fails to load is left out with a note: it must not stop `connectbox run`.
+    """
+    found: dict[str, AddedCommand] = {}
+    for entry in sorted(entry_points(group=COMMAND_GROUP), key=lambda e: e.name):
+        if entry.name in exclude or entry.name in found:
+            continue
+        try:
+            found[entry.name] = entry.load()
+        except Exception as exc:  # whatever an add-on's import raises
+            print(f"connectbox: command {entry.name} left out: {exc}", file=sys.stderr)
+    return found
+
+
+def _card(rest: list[str]) -> int:
+    if not rest or rest[0] != "decode":
+        print(
+            "usage: connectbox card decode [--today YYYY-MM-DD] [--luhn] [--lrc] "
+            "[--no-require-aim] < frame",
+            file=sys.stderr,
+        )
+        return 2
+    from drivers.decoding.cli import main as decode
+
+    return decode(rest[1:])
 
 
 def _run(config_arg: str | None) -> int:
@@ -149,17 +141,6 @@ def _enroll(args: argparse.Namespace) -> int:
     argv += ["--force"] if args.force else []
     argv += ["--wait", str(args.wait)] if args.wait else []
     return enroll_main(argv)
-
-
-def _host_sim(listen: str, db: str, policy: str | None) -> int:
-    from app.config import parse_listen
-    from app.host.reference.server import serve
-    from app.logs import setup_logging
-
-    setup_logging()
-    address = parse_listen(listen)
-    serve(address.host, address.port, store_path=db, policy_path=policy)
-    return 0
 
 
 if __name__ == "__main__":

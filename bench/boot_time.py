@@ -113,7 +113,7 @@ def main() -> int:
 
     host = None
     if not args.no_host:  # as in the boot tests: the box reaches its host at once
-        from app.host.reference.server import start_in_thread
+        from simulators.host.runner import start_in_thread
 
         try:
             host = start_in_thread("127.0.0.1", int(image["CONNECTBOX_IMAGE_HOST_PORT"]))

@@ -39,7 +39,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pos_overhead import wait_http  # noqa: E402
 
-from app.pos import simulator as sim  # noqa: E402
 from app.pos.framing import (  # noqa: E402
     ACTION_HEARTBEAT,
     EpsFramer,
@@ -50,6 +49,7 @@ from app.pos.framing import (  # noqa: E402
     encode_passport,
 )
 from app.pos.xmlcodec import XmlError, parse_xml  # noqa: E402
+from simulators import pos as sim  # noqa: E402
 from tests.boxproc import rss_mib, start_box  # noqa: E402
 from tests.fuzz.corpus import (  # noqa: E402
     HOSTILE_NUMBERS,
@@ -254,7 +254,7 @@ def health_check(port: int, counter: sim.SequenceCounter, dialect: str, deadline
     try:
         with sim.PosClient("127.0.0.1", port, dialect=dialect, timeout=deadline + 5) as pos:
             response = pos.send(sim.get_rewards(counter.next("07"), txn, PHONE))
-    except (sim.SimulatorError, OSError) as exc:
+    except (sim.PosClientError, OSError) as exc:
         return f"health check failed: {exc}"
     took = time.monotonic() - started
     if took > deadline:

@@ -29,7 +29,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from app.pos import simulator as sim  # noqa: E402
+from simulators import pos as sim  # noqa: E402
 
 
 def free_port() -> int:

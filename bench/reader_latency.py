@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from app.readers import ReaderBinding, ReaderService  # noqa: E402
-from drivers.virtual import VirtualSerialReader  # noqa: E402
+from simulators.readers.virtual import VirtualSerialReader  # noqa: E402
 
 SWIPE = b"%B6000001234567894^LOYAL/JANE^2912101000000000?;6000001234567894=2912101000?\r"
 BARCODE = b"]C0LOY-AB12CD34\r"

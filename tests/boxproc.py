@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from app.host.reference.keys import TEST_KEY_ID, TEST_PUBLIC_KEY_B64
+from simulators.host.keys import TEST_KEY_ID, TEST_PUBLIC_KEY_B64
 
 CLI = [sys.executable, "-m", "app"]
 

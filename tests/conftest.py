@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.box import Box
-from app.demo import demo_config
+from simulators.demo import demo_config
 
 SHARED = Path(os.environ.get("CONNECTBOX_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
@@ -25,7 +25,7 @@ def shared_dir() -> Path:
 
 @pytest.fixture
 def reference_host():
-    from app.host.reference.server import start_in_thread
+    from simulators.host.runner import start_in_thread
 
     host = start_in_thread("127.0.0.1", 0)
     yield host

@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from app.pos import simulator as sim
+from simulators import pos as sim
 
 ROOT = Path(__file__).resolve().parents[1]
 PHONE = "2142840123"
@@ -97,7 +97,7 @@ class PosProbe:
                     pos.send(sim.get_rewards(counter.next(), txn, PHONE))
                     self.rtts.append(pos.last_rtt_s)
                     self.answered.set()
-        except (sim.SimulatorError, OSError) as exc:
+        except (sim.PosClientError, OSError) as exc:
             self.errors.append(str(exc))
 
 

@@ -18,19 +18,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 from app.config import Config
 from app.host.relay import HostRelay
 from app.network.manager import NetworkChecker
-from app.pos import simulator as sim
+from app.pos.client import DIALECTS, PosClientError
+from app.pos.test_sale import TEST_REGISTER, play_test_sale
 from app.status.verdict import network_layers
 from provisioning.api import HostError
 from provisioning.link import HostLink
-
-TEST_REGISTER = "TEST"
-TEST_UPC = "012345678905"
 
 
 @dataclass(frozen=True)
@@ -122,30 +119,16 @@ def pos_address(box: BoxControls) -> tuple[str, int]:
 
 def test_sale(box: BoxControls) -> Result:
     host, port = pos_address(box)
-    dialect = box.config.pos.dialect if box.config.pos.dialect in sim.DIALECTS else "passport"
-    counter = sim.SequenceCounter()
-    txn_id = counter.new_transaction()
-    item = sim.item_line(1, TEST_UPC, 1, "0.01", "TEST", "CONNECT BOX TEST SALE")
-    txn = sim.transaction(TEST_REGISTER, txn_id, [item], business_date=date.today().isoformat())
-    txn.training = True
+    dialect = box.config.pos.dialect if box.config.pos.dialect in DIALECTS else "passport"
     try:
-        with sim.PosClient(host, port, dialect, timeout=5.0, counter=counter) as pos:
-            started = time.monotonic()
-            answer = pos.send(sim.get_rewards(counter.next(TEST_REGISTER, txn_id), txn))
-            rewards_ms = _ms(started)
-            head = sim.header(
-                counter.next(TEST_REGISTER, txn_id), answer.header.loyalty_sequence_id
-            )
-            started = time.monotonic()
-            pos.send(sim.finalize(head, txn, final_total="0.01"))
-            finalize_ms = _ms(started)
-    except sim.SimulatorError as exc:
+        times = play_test_sale(host, port, dialect, timeout=5.0)
+    except PosClientError as exc:
         return Result(False, f"Test sale failed: {exc}")
     host_state = "online" if box.link.online else "not answering (decided offline)"
     return Result(
         True,
-        f"Test sale on register {TEST_REGISTER} answered: GetRewards in {rewards_ms}, "
-        f"FinalizeRewards in {finalize_ms}; central host {host_state}.",
+        f"Test sale on register {TEST_REGISTER} answered: GetRewards in {times.rewards_ms:.0f} ms, "
+        f"FinalizeRewards in {times.finalize_ms:.0f} ms; central host {host_state}.",
     )
 
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from app.host.reference.keys import TEST_KEY_ID, TEST_PUBLIC_KEY_B64, test_private_key
 from app.offline.engine import HOST_LAST_OK_AT, OfflineDecision, OfflineEngine
 from app.offline.policy import MAX_CLOCK_SKEW_S, PolicyManager
 from app.programs.policy import sign_policy
 from provisioning.api import HostClient
+from simulators.host.keys import TEST_KEY_ID, TEST_PUBLIC_KEY_B64, test_private_key
 from tests.host_samples import (
     EXAMPLE_TIME,
     MARLBORO,

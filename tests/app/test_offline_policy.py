@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from app.host.reference.keys import TEST_KEY_ID, TEST_PUBLIC_KEY_B64, test_private_key
-from app.host.reference.server import RunningHost, start_in_thread
-from app.host.reference.store import Device, HostStore
 from app.offline.policy import MAX_CLOCK_SKEW_S, PolicyManager
 from app.programs.policy import canonical_json, public_key_b64, sign_policy, verify_policy
 from provisioning.api import HostClient
+from simulators.host.keys import TEST_KEY_ID, TEST_PUBLIC_KEY_B64, test_private_key
+from simulators.host.runner import RunningHost, start_in_thread
+from simulators.host.store import Device, HostStore
 
 SITE = "S-1001"
 TRUSTED = {TEST_KEY_ID: TEST_PUBLIC_KEY_B64}

@@ -15,7 +15,7 @@ import pytest
 
 from app.readers import ReaderBinding, ReaderService
 from drivers.discovery import DeviceInfo
-from drivers.virtual import VirtualSerialReader
+from simulators.readers.virtual import VirtualSerialReader
 from tests.waiting import wait_for
 
 WAIT = 10.0

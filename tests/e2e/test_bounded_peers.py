@@ -14,9 +14,9 @@ import pytest
 import requests
 
 from app.box import Box
-from app.demo import demo_config
-from app.pos import simulator as sim
 from app.pos.framing import PassportFramer, encode_passport
+from simulators import pos as sim
+from simulators.demo import demo_config
 from tests import floods
 from tests.boxproc import start_box, write_config
 from tests.ports import free_port

@@ -13,10 +13,10 @@ import time
 import pytest
 
 from app.journal import JournalError
-from app.pos import simulator as sim
 from app.pos.framing import encode_passport
 from app.pos.model import Request
 from app.pos.xmlcodec import read_response, write_request
+from simulators import pos as sim
 from tests.waiting import wait_for
 
 PHONE = "2142840123"
@@ -159,7 +159,7 @@ def test_a_failure_at_any_step_never_ends_acknowledged_and_lost(
             patch.setattr(target, attribute, _fail(exc))
             try:
                 answered = read_response(pos.send_raw(raw)).stem == "FinalizeRewards"
-            except sim.SimulatorError:
+            except sim.PosClientError:
                 answered = False
     assert answered is acknowledged
     if answered:

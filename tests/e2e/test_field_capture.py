@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from app.pos import simulator as sim
 from app.pos.xmlcodec import read_request, read_response
+from simulators import pos as sim
 
 QR_FULL = "https://loyalty.example/app/?USER_Q0FGRUJBQkUxMjM0NTY3ODkwQUJDRA"
 

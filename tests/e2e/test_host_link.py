@@ -12,9 +12,10 @@ import time
 import pytest
 import requests
 
-from app.host.reference.server import DEFAULT_CONFIG, start_in_thread
-from app.host.reference.store import HostStore
-from app.pos import simulator as sim
+from simulators import pos as sim
+from simulators.host.rules import DEFAULT_CONFIG
+from simulators.host.runner import start_in_thread
+from simulators.host.store import HostStore
 from tests.boxproc import start_box, write_config
 from tests.ports import free_port
 from tests.waiting import wait_for

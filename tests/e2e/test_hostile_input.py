@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from app.pos import simulator as sim
 from app.pos.framing import crc32, encode_eps, encode_passport
+from simulators import pos as sim
 
 GOOD = b"<GetLoyaltyOnlineStatusRequest><RequestHeader/></GetLoyaltyOnlineStatusRequest>"
 LAUGHS = (

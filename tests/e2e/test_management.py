@@ -7,8 +7,8 @@ import stat
 import time
 
 from app.box import Box
-from app.demo import demo_config
-from app.pos import simulator as sim
+from simulators import pos as sim
+from simulators.demo import demo_config
 from tests.waiting import wait_for
 
 PHONE = "2142840123"
@@ -129,7 +129,7 @@ def test_revoked_token_stops_host_calls_but_sales_are_journaled(tmp_path, refere
 def test_enrolls_when_the_host_appears_and_never_calls_it_with_a_token_before(tmp_path):
     import socket
 
-    from app.host.reference.server import start_in_thread
+    from simulators.host.runner import start_in_thread
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -153,7 +153,8 @@ def test_enrolls_when_the_host_appears_and_never_calls_it_with_a_token_before(tm
 
 
 def test_the_providers_config_takes_effect_without_a_restart_and_after_one(tmp_path):
-    from app.host.reference.server import DEFAULT_CONFIG, start_in_thread
+    from simulators.host.rules import DEFAULT_CONFIG
+    from simulators.host.runner import start_in_thread
 
     config = {
         **DEFAULT_CONFIG,
@@ -179,7 +180,8 @@ def test_the_providers_config_takes_effect_without_a_restart_and_after_one(tmp_p
 
 
 def test_the_providers_bad_values_are_refused_and_the_ones_in_force_stay(tmp_path, caplog):
-    from app.host.reference.server import DEFAULT_CONFIG, start_in_thread
+    from simulators.host.rules import DEFAULT_CONFIG
+    from simulators.host.runner import start_in_thread
 
     config = {
         **DEFAULT_CONFIG,
@@ -248,8 +250,8 @@ def test_update_command_restarts_into_the_new_release_which_reports_it(tmp_path,
     import os
     import threading
 
-    from app.host.reference.keys import TEST_KEY_ID, test_private_key
     from provisioning.releases import make_release, sign_artefact
+    from simulators.host.keys import TEST_KEY_ID, test_private_key
 
     root = tmp_path / "software"
     (root / "releases" / "1.0.0" / "bin").mkdir(parents=True)

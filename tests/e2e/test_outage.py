@@ -12,8 +12,8 @@ from decimal import Decimal
 import pytest
 import requests
 
-from app.host.reference.server import start_in_thread
-from app.pos import simulator as sim
+from simulators import pos as sim
+from simulators.host.runner import start_in_thread
 from tests.waiting import wait_for
 
 DEADLINE_MS = 400

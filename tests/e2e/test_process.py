@@ -10,7 +10,7 @@ import time
 
 import requests
 
-from app.pos import simulator as sim
+from simulators import pos as sim
 from tests.ports import free_port
 
 CLI = [sys.executable, "-m", "app"]

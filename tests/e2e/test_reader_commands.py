@@ -8,7 +8,7 @@ import sys
 
 from app.readers import ReaderBinding
 from app.readers_cli import list_readers_main
-from drivers.virtual import VirtualSerialReader
+from simulators.readers.virtual import VirtualSerialReader
 from tests.box_readers import wait_until_reading
 
 CLI = [sys.executable, "-m", "app"]

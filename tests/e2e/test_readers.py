@@ -7,9 +7,9 @@ import time
 import pytest
 import requests
 
-from app.pos import simulator as sim
 from app.readers import ReaderBinding
-from drivers.virtual import VirtualSerialReader
+from simulators import pos as sim
+from simulators.readers.virtual import VirtualSerialReader
 from tests.box_readers import BANNER_WINDOW_S, wait_until_reading
 from tests.waiting import wait_for
 
@@ -148,7 +148,8 @@ CENTEGRA = {
 
 @pytest.fixture
 def card_host():
-    from app.host.reference.server import load_policy, start_in_thread
+    from simulators.host.policy import load_policy
+    from simulators.host.runner import start_in_thread
 
     policy = load_policy()  # the demo's Scan Data program for phone numbers, plus Centegra's
     policy["programs"].append(CENTEGRA)

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from app.pos import simulator as sim
 from app.pos.model import MESSAGE_STEMS
+from simulators import pos as sim
 from tests.waiting import wait_for
 
 PHONE = "2142840123"
@@ -266,7 +266,7 @@ def test_full_disk_finalize_is_not_acknowledged_and_the_box_keeps_serving(refere
     lines = [sim.item_line(n, TOBACCO, 2, "9.49", description="X" * 1000) for n in range(1, 21)]
     txn = _sale(counter, lines)
     pos = sim.PosClient("127.0.0.1", box.pos_server.port)
-    with pos, pytest.raises(sim.SimulatorError, match="closed the connection"):
+    with pos, pytest.raises(sim.PosClientError, match="closed the connection"):
         pos.send(sim.finalize(counter.next(), txn, PHONE))
     assert box.service.counters.snapshot()["journal_errors"] == 1
     assert reference_host.store.events() == []  # nothing half-done reached the host

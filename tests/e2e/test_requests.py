@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from app.box import Box
-from app.pos import simulator as sim
+from simulators import pos as sim
 from tests.waiting import wait_for
 
 PHONE = "2142840123"

@@ -15,9 +15,9 @@ from decimal import Decimal
 from functools import cache
 from pathlib import Path
 
-from app.pos import simulator as sim
 from app.pos.framing import encode_eps, encode_passport
 from app.pos.xmlcodec import write_request
+from simulators import pos as sim
 
 SHARED = Path(os.environ.get("CONNECTBOX_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 CAPTURE = SHARED / "field-captures" / "passport-12.23.jsonl"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from app.pos import simulator as sim
+from simulators import pos as sim
 from tests.e2e.test_power_loss import pos_load
 from tests.image.qemu import (
     BOOT_TIMEOUT_S,
@@ -61,7 +61,7 @@ def image() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def reference_host(image):
-    from app.host.reference.server import start_in_thread
+    from simulators.host.runner import start_in_thread
 
     host = start_in_thread("127.0.0.1", int(image["CONNECTBOX_IMAGE_HOST_PORT"]))
     yield host

@@ -1,5 +1,6 @@
 """What a production image holds, read from outside (no boot): no test key, token or claim code,
-no simulators, no login, a locked root, the provider's host in the factory configuration.
+no simulators (their distribution is not installed, so `connectbox` offers none of their
+commands), no login, a locked root, the provider's host in the factory configuration.
 
 Runs in the image stage, which builds a production image and sets
 CONNECTBOX_PRODUCTION_IMAGE_DIR (scripts/test-image); by hand:
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from app.host.reference.keys import TEST_PUBLIC_KEY_B64
+from simulators.host.keys import TEST_PUBLIC_KEY_B64
 from tests.image.qemu import MIB, Disk, image_env
 
 pytestmark = pytest.mark.skipif(
@@ -59,6 +60,15 @@ def _cat(filesystem: str | Path, path: str) -> str | None:
     return done.stdout
 
 
+def _ls(filesystem: str | Path, path: str) -> list[str]:
+    """The names in a directory (debugfs `ls -p`: /inode/mode/uid/gid/name/size/ a line)."""
+    done = subprocess.run(
+        ["debugfs", "-R", f"ls -p {path}", str(filesystem)], capture_output=True, text=True
+    )
+    names = [line.split("/")[5] for line in done.stdout.splitlines() if line.count("/") >= 6]
+    return [name for name in names if name not in (".", "..")]
+
+
 def test_no_test_key_token_or_simulator_anywhere_on_the_disk(image):
     needles = [
         TEST_PUBLIC_KEY_B64.encode(),
@@ -66,7 +76,7 @@ def test_no_test_key_token_or_simulator_anywhere_on_the_disk(image):
         b"demo-token",
         b"D-DEMO",
         b"c0ec7b0c5e0d7e57",  # the reference host's published private seed
-        b"reference/keys.py",
+        b"simulators/host/keys.py",  # in the simulators' RECORD, had their wheel been installed
     ]
     with (
         open(image["CONNECTBOX_IMAGE_DISK"], "rb") as f,
@@ -74,6 +84,23 @@ def test_no_test_key_token_or_simulator_anywhere_on_the_disk(image):
     ):
         found = [n.decode() for n in needles if disk.find(n) != -1]
     assert found == []
+
+
+def test_the_factory_release_installs_connectbox_without_its_simulators(image):
+    slot = image["CONNECTBOX_IMAGE_SLOT"]
+    venv = f"/usr/lib/connectbox/releases/{image['CONNECTBOX_IMAGE_VERSION']}/venv"
+    [python] = [name for name in _ls(slot, f"{venv}/lib") if name.startswith("python3")]
+    site = f"{venv}/lib/{python}/site-packages"
+    names = _ls(slot, site)
+    assert {"app", "drivers", "provisioning"} <= set(names)
+    assert f"connectbox-{image['CONNECTBOX_IMAGE_VERSION']}.dist-info" in names
+    assert "simulators" not in names
+    assert not [name for name in names if name.lower().startswith("connectbox_simulators")]
+    # No installed distribution adds `connectbox` commands (the simulators add demo, host-sim,
+    # pos-sim and reader-sim that way): the production CLI offers none of them.
+    for dist_info in (name for name in names if name.endswith(".dist-info")):
+        entry_points = _cat(slot, f"{site}/{dist_info}/entry_points.txt") or ""
+        assert "[connectbox.commands]" not in entry_points, dist_info
 
 
 def test_factory_configuration_names_the_provider_and_holds_no_credentials(data_partition):

@@ -324,7 +324,7 @@ def test_bad_url_is_named():
 
 
 def test_manager_tells_listeners_when_the_host_goes_away():
-    from app.host.reference.server import start_in_thread
+    from simulators.host.runner import start_in_thread
 
     host = start_in_thread("127.0.0.1", 0)
     manager = NetworkManager(

@@ -5,7 +5,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from app.host.reference import keys
 from app.programs.policy import (
     PolicyError,
     canonical_json,
@@ -13,6 +12,7 @@ from app.programs.policy import (
     sign_policy,
     verify_policy,
 )
+from simulators.host import keys
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 DOC = {

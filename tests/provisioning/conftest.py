@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from app.host.reference.server import RunningHost, start_in_thread
 from provisioning.api import HostClient
 from provisioning.enrollment import Enroller
 from provisioning.link import HostLink
 from provisioning.store import CREDENTIALS_FILE, Credentials, CredentialStore
+from simulators.host.runner import RunningHost, start_in_thread
 
 SITE = "S-1001"
 

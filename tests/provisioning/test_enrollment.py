@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from app.host.reference.server import start_in_thread
 from provisioning.api import HostClient, HostError
 from provisioning.cli import enroll_main
 from provisioning.enrollment import ClaimRejected, Enroller
 from provisioning.store import CREDENTIALS_FILE, CredentialStore
+from simulators.host.runner import start_in_thread
 from tests.ports import free_port
 from tests.provisioning.conftest import SITE, record
 from tests.waiting import wait_for

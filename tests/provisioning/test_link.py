@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from app.host.reference.server import start_in_thread
 from provisioning.api import HostError
 from provisioning.link import HostLink, LinkState, Refused
+from simulators.host.runner import start_in_thread
 from tests.ports import free_port
 from tests.waiting import wait_for
 

@@ -8,7 +8,6 @@ test releases' `bin/connectbox` is a tiny Python script serving `/healthz` (or f
 
 from __future__ import annotations
 
-import ast
 import base64
 import functools
 import hashlib
@@ -30,7 +29,6 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from app.host.reference.keys import TEST_KEY_ID, TEST_PUBLIC_KEY_B64, test_private_key
 from provisioning import releases
 from provisioning.releases import (
     UpdateRejected,
@@ -42,7 +40,9 @@ from provisioning.releases import (
     verify_artefact,
 )
 from provisioning.updates import MARKER_NAME, HealthCheckFailed, Updater, main
+from simulators.host.keys import TEST_KEY_ID, TEST_PUBLIC_KEY_B64, test_private_key
 from tests.clock import FakeClock
+from tests.imports import imports_of
 from tests.ports import free_port
 
 TRUSTED = {TEST_KEY_ID: TEST_PUBLIC_KEY_B64}
@@ -769,15 +769,6 @@ def test_bad_versions_are_rejected_before_anything_happens(site: Site, version: 
     assert site.state() == []
 
 
-def test_provisioning_never_imports_app() -> None:
-    for path in (REPO / "provisioning").rglob("*.py"):
-        tree = ast.parse(path.read_text(), str(path))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            else:
-                continue
-            assert not any(n == "app" or n.startswith("app.") for n in names), path
+def test_provisioning_never_imports_app_or_the_simulators() -> None:
+    assert imports_of("provisioning", "app", "simulators") == []
     assert releases.__name__ == "provisioning.releases"

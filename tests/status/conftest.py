@@ -17,10 +17,10 @@ from flask import Flask
 from waitress.server import create_server
 
 from app.box import Box
-from app.host.reference.server import start_in_thread
-from app.pos import simulator as sim
 from app.status.web import create_app
 from app.web_server import serve_in_thread, stop_server
+from simulators import pos as sim
+from simulators.host.runner import start_in_thread
 from tests.waiting import wait_for
 
 PIN = "pin-4821"

@@ -21,7 +21,7 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from app.pos import simulator as sim
+from simulators import pos as sim
 from tests.status.conftest import PIN, sale, wait_for
 
 CHROMIUM = "/usr/bin/chromium"

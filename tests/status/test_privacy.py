@@ -15,8 +15,8 @@ import zipfile
 import pytest
 import requests
 
-from app.pos import simulator as sim
 from provisioning.redaction import REDACTED
+from simulators import pos as sim
 from tests.status.conftest import PHONE, PIN, sale
 
 QR_ID = "QRLOYALTY7F3A9C2E1B55"  # a loyalty app's QR code, as the POS scanner reads it

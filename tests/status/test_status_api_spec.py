@@ -45,7 +45,7 @@ def test_a_real_status_answer_matches(status_site):
     assert body["network"]["check"]["layers"]
 
     # with a POS connected, and while the host is down and events wait in the outbox
-    from app.pos import simulator as sim
+    from simulators import pos as sim
 
     with sim.PosClient("127.0.0.1", site.box.pos_server.port) as pos:
         pos.send(sim.online_status(sim.SHARED_COUNTER.next()))

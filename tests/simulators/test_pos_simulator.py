@@ -11,10 +11,10 @@ from decimal import Decimal
 
 import pytest
 
-from app.pos import simulator as sim
 from app.pos.framing import FramingError, crc32, make_framer
 from app.pos.model import Request, Response, Reward
 from app.pos.xmlcodec import read_request, write_response
+from simulators import pos as sim
 from tests.ports import free_port
 
 
@@ -198,20 +198,20 @@ def test_hostile_bytes_make_the_host_drop_the_connection(passport_host):
 
 def test_wrong_pos_sequence_id_is_rejected(fake_host):
     fake_host.mode = "wrong_seq"
-    with client_for(fake_host) as client, pytest.raises(sim.SimulatorError, match="POSSequence"):
+    with client_for(fake_host) as client, pytest.raises(sim.PosClientError, match="POSSequence"):
         client.send(a_sale())
 
 
 def test_wrong_response_name_is_rejected(fake_host):
     fake_host.mode = "wrong_name"
-    with client_for(fake_host) as client, pytest.raises(sim.SimulatorError, match="named"):
+    with client_for(fake_host) as client, pytest.raises(sim.PosClientError, match="named"):
         client.send(a_sale())
 
 
 def test_no_answer_times_out(passport_host):
     passport_host.mode = "silent"
     client = sim.PosClient("127.0.0.1", passport_host.port, timeout=0.3)
-    with client, pytest.raises(sim.SimulatorError, match="no answer"):
+    with client, pytest.raises(sim.PosClientError, match="no answer"):
         client.send(a_sale())
     assert not client.connected  # a late answer must not be read as the next one
 

@@ -1,6 +1,6 @@
 """``connectbox reader-sim``: a virtual serial card reader for demos and technicians.
 
-Makes a :class:`~drivers.virtual.VirtualSerialReader` at ``--link`` (default
+Makes a :class:`~simulators.readers.virtual.VirtualSerialReader` at ``--link`` (default
 ``/tmp/connectbox-reader-sim``), prints that path on standard output (configure it as a serial
 reader's device), then "swipes" every line read from standard input with a CR appended. With
 ``--escapes`` a line may hold backslash escapes (``\\x02``, ``\\x1d``, ``\\r``...). With
@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from drivers.virtual import MAGTEK_BANNER, VirtualSerialReader, track2_swipe
+from simulators.readers.virtual import MAGTEK_BANNER, VirtualSerialReader, track2_swipe
 
 DEFAULT_LINK = "/tmp/connectbox-reader-sim"
 

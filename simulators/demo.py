@@ -1,4 +1,4 @@
-"""The demo: the reference central host, the box and a simulated POS, all on loopback.
+"""`connectbox demo`: the reference central host, the box and a simulated POS, all on loopback.
 
 Built-in defaults only: the reference host's demo device (D-DEMO, token demo-token, site S-1001)
 and the box configured to use it. Plays every scripted sale in both dialects, then keeps the
@@ -7,6 +7,7 @@ box running for a look at the status listener (unless --once).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import tempfile
 import threading
@@ -23,17 +24,22 @@ from app.config import (
     StatusConfig,
     StorageConfig,
 )
-from app.host.reference.keys import TEST_KEY_ID, TEST_PUBLIC_KEY_B64
 from app.logs import setup_logging
-
-DEMO_DEVICE = ("D-DEMO", "demo-token", "S-1001")
+from simulators.host.keys import TEST_KEY_ID, TEST_PUBLIC_KEY_B64
+from simulators.host.runner import start_in_thread
+from simulators.host.store import DEMO_DEVICE
+from simulators.pos import SCRIPTS, PosClient
 
 
 def demo_config(host_url: str, pos_port: int, status_port: int, data_dir: Path) -> Config:
-    device_id, token, site_id = DEMO_DEVICE
     return Config(
         pos=PosConfig(listen=Listen("127.0.0.1", pos_port), dialect="auto"),
-        host=HostConfig(url=host_url, device_id=device_id, site_id=site_id, token=token),
+        host=HostConfig(
+            url=host_url,
+            device_id=DEMO_DEVICE.device_id,
+            site_id=DEMO_DEVICE.site_id,
+            token=DEMO_DEVICE.token,
+        ),
         status=StatusConfig(listen=Listen("127.0.0.1", status_port)),
         storage=StorageConfig(data_dir=data_dir),
         # The reference host signs its policy with a public TEST key; only the demo trusts it.
@@ -45,9 +51,6 @@ def demo_config(host_url: str, pos_port: int, status_port: int, data_dir: Path) 
 
 
 def run_demo(pos_port: int, status_port: int, host_port: int, once: bool = False) -> int:
-    from app.host.reference.server import start_in_thread
-    from app.pos.simulator import SCRIPTS, PosClient
-
     setup_logging("WARNING")
     try:
         host = start_in_thread("127.0.0.1", host_port)
@@ -90,3 +93,15 @@ def run_demo(pos_port: int, status_port: int, host_port: int, once: bool = False
         box.stop()
         host.stop()
     return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="connectbox demo", description="Reference host + box + simulated POS on loopback."
+    )
+    parser.add_argument("--once", action="store_true", help="exit after the scripted sales")
+    parser.add_argument("--pos-port", type=int, default=9000)
+    parser.add_argument("--status-port", type=int, default=8080)
+    parser.add_argument("--host-port", type=int, default=8700)
+    args = parser.parse_args(argv)
+    return run_demo(args.pos_port, args.status_port, args.host_port, once=args.once)

@@ -22,7 +22,7 @@ from tests.conftest import SHARED
 from tests.host_samples import CAMEL, item_line, pos_section, rewards_body
 from tests.openapi import json_schema
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SPEC = yaml.safe_load((ROOT / "docs" / "host-api.yaml").read_text(encoding="utf-8"))
 DEMO = "D-DEMO"
 AUTH = {"Authorization": "Bearer demo-token"}

@@ -13,9 +13,9 @@ from email.utils import parsedate_to_datetime
 import pytest
 import requests
 
-from app.host.reference import keys
-from app.host.reference.server import start_in_thread
 from app.programs.policy import verify_policy
+from simulators.host import keys
+from simulators.host.runner import start_in_thread
 from tests.host_samples import PHONE as VALID_PHONE
 from tests.host_samples import rewards_body, transaction_event
 
@@ -505,7 +505,7 @@ def test_stop_releases_a_hanging_request():
 
 
 def test_store_survives_a_restart_in_a_file(tmp_path):
-    from app.host.reference.store import HostStore
+    from simulators.host.store import HostStore
 
     path = str(tmp_path / "host.db")
     with start_in_thread(store=HostStore(path)) as first:

@@ -3,7 +3,7 @@
 import pytest
 import requests
 
-from app.host.reference.server import start_in_thread
+from simulators.host.runner import start_in_thread
 
 
 @pytest.fixture(scope="module")
