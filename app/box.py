@@ -33,6 +33,7 @@ from app.pos.server import PosServer
 from app.pos.service import LoyaltyService
 from app.pos.sessions import SessionStore
 from app.readers import ReaderService
+from app.retention import Retention
 from app.status.listener import StatusListener
 from app.status.verdict import verdict
 from app.status.web import create_app
@@ -60,6 +61,7 @@ class Box:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(data_dir / "journal.db")
         self.outbox = Outbox(self.journal, self.host_client)
+        self.retention = Retention(self.journal)
         self.policies = PolicyManager(
             self.host_client,
             config.policy.trusted_keys,
@@ -230,6 +232,7 @@ class Box:
     def _housekeep(self) -> None:
         while not self._stopped.wait(HOUSEKEEPING_S):
             self._save_last_host_contact()
+            self.retention.tick()  # bounded: a few short transactions at most
             if self.announcer is not None:  # the verdict in the mDNS TXT record
                 found = verdict(self.status())
                 self.announcer.update_status("online" if found.ok else found.key)
@@ -254,7 +257,11 @@ class Box:
             "host": self.link.snapshot(),
             "counters": self.service.counters.snapshot(),
             "outbox": self.outbox.snapshot(),
-            "journal": {"recovered_from": self.journal.recovered_from, **self.journal.stats()},
+            "journal": {
+                "recovered_from": self.journal.recovered_from,
+                **self.journal.stats(),
+                **self.retention.snapshot(),
+            },
             "policy": self.policies.snapshot(),
             "readers": self.readers.snapshot(),
             "recent_transactions": self._recent_transactions(),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from app import __version__
 from app.host.payload import Identity
 from app.readers import ReaderBinding
+from app.retention import journal_heartbeat, resend_events, retention_days
 from app.status.logbuffer import install as log_buffer
 from app.status.verdict import verdict
 from provisioning.agent import DEFER, Agent
@@ -76,6 +77,7 @@ class RemoteManagement:
                 "restart": self._restart,
                 "rediscover": self._rediscover,
                 "update": self._update,
+                "resend_events": lambda args: resend_events(box.outbox, self.agent, args),
             },
             heartbeat_s=config.provisioning.heartbeat_s,
             software_version=__version__,
@@ -94,6 +96,7 @@ class RemoteManagement:
         The POS listening port is not changed under a running POS: it takes effect at the next
         start (the local configuration's `[pos] listen` until then)."""
         box = self.box
+        box.retention.days = retention_days(config.get("retention_days"))
         if isinstance(config.get("heartbeat_s"), int) and config["heartbeat_s"] >= 5:
             self.agent.set_interval(config["heartbeat_s"])
         deadline_ms = (config.get("pos") or {}).get("deadline_ms")
@@ -207,6 +210,7 @@ class RemoteManagement:
             "outbox_depth": status["outbox"]["depth"],
             "oldest_pending_s": status["outbox"]["oldest_pending_s"],
             "policy_version": status["policy"].get("policy_version"),
+            **journal_heartbeat(status["journal"]),
         }
 
     def _restart(self, args: dict[str, Any]) -> tuple[bool, str]:
