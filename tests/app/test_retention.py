@@ -18,12 +18,12 @@ from app.outbox import Backoff, Outbox
 from app.retention import Retention, resend_window, retention_days
 from provisioning.link import HostLink
 from provisioning.rfc3339 import format_rfc3339
+from tests.host_samples import PHONE, day_key, day_sale
 from tests.waiting import wait_for
 
 DAY = 86400.0
 T0 = 1_785_000_000.0  # day 0 of the journal, 2026-07-25
 NOW = T0 + 120 * DAY
-PHONE = "2142840123"
 PENDING, REJECTED, CONFLICT = (5, 43), 10, 44  # days whose event the host does not hold (or 409)
 
 
@@ -33,21 +33,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def key(day: int) -> str:
-    return f"e{day:03d}"
-
-
-def sale(day: int) -> dict:
-    return {
-        "device_id": "D-DEMO",
-        "site_id": "S-1001",
-        "event": "finalize",
-        "session_id": f"S{day}",
-        "loyalty_id": {"value": PHONE, "entry_method": "manual", "source": "pos"},
-        "rewards_applied": [{"reward_id": "SD-1", "target_line": 1, "amount": "1.00"}],
-    }
 
 
 @pytest.fixture
@@ -67,13 +52,13 @@ def journal(tmp_path: Path, clock: Clock):
             "FinalizeRewards", "passport", f"<Finalize id='{PHONE}' day='{day}'/>".encode()
         )
         j.record_decision(f"S{day}", "offline", {}, {}, discount=Decimal("1.00"), loyalty_key=PHONE)
-        j.add_event(key(day), "finalize", sale(day), loyalty_key=PHONE, received_id=kept.id)
+        j.add_event(day_key(day), "finalize", day_sale(day), loyalty_key=PHONE, received_id=kept.id)
         if day == REJECTED:
-            j.mark_final(key(day), "rejected", "422 invalid_event")
+            j.mark_final(day_key(day), "rejected", "422 invalid_event")
         elif day == CONFLICT:
-            j.mark_final(key(day), "conflict", "409")
+            j.mark_final(day_key(day), "conflict", "409")
         elif day not in PENDING:
-            j.mark_delivered([key(day)])
+            j.mark_delivered([day_key(day)])
         if day in (3, 100):
             j.settle(j.keep("CancelTransaction", "passport", b"<Cancel/>").id, "no_event")
     clock.now = NOW
@@ -110,13 +95,13 @@ def test_delivered_events_leave_after_the_retention_period_undelivered_ones_neve
 
     # Journaled before day 30 and held by the host: gone with their loyalty IDs. The pending
     # and rejected ones stay, whatever their age; the 409 on day 44 is within the period.
-    kept = [key(5), key(10)] + [key(day) for day in range(30, 120)]
+    kept = [day_key(5), day_key(10)] + [day_key(day) for day in range(30, 120)]
     assert keys_in(journal) == kept
-    assert journal.get_event(key(0)) is None and journal.get_event(key(29)) is None
+    assert journal.get_event(day_key(0)) is None and journal.get_event(day_key(29)) is None
     # The exact bytes go with their event, stay with an event still there; the request that
     # made no event goes after the period too.
-    assert journal.received_raw(key(0)) is None
-    assert PHONE.encode() in (journal.received_raw(key(5)) or b"")
+    assert journal.received_raw(day_key(0)) is None
+    assert PHONE.encode() in (journal.received_raw(day_key(5)) or b"")
     assert received_days(tmp_path / "journal.db") == [
         ("FinalizeRewards", 5),
         ("FinalizeRewards", 10),
@@ -133,7 +118,7 @@ def test_delivered_events_leave_after_the_retention_period_undelivered_ones_neve
     assert Retention(journal, clock, days=90).sweep() and len(keys_in(journal)) == 92
     clock.now += DAY
     assert Retention(journal, clock, days=90).sweep()
-    assert keys_in(journal) == [key(5), key(10)] + [key(day) for day in range(31, 120)]
+    assert keys_in(journal) == [day_key(5), day_key(10)] + [day_key(day) for day in range(31, 120)]
 
 
 def test_decisions_the_offline_limits_still_count_stay(journal: Journal, clock: Clock):
@@ -144,7 +129,7 @@ def test_decisions_the_offline_limits_still_count_stay(journal: Journal, clock: 
     Retention(journal, clock, days=90).sweep()
     assert journal.stats()["decisions"] == 100
     assert journal.offline_exposure(T0 + 20 * DAY) == exposure
-    assert journal.get_event(key(20)) is None  # the delivered events still go
+    assert journal.get_event(day_key(20)) is None  # the delivered events still go
 
 
 def test_without_a_record_of_the_host_every_decision_stays(tmp_path: Path, clock: Clock):
@@ -176,7 +161,7 @@ def test_a_sweep_is_bounded_and_ticks_go_on_where_it_stopped(
     assert retention.expired == 28
     clock.now += 1200
     retention.tick()
-    assert retention.expired == 29 and journal.get_event(key(30)) is None
+    assert retention.expired == 29 and journal.get_event(day_key(30)) is None
 
 
 def test_a_closed_journal_does_not_stop_housekeeping(journal: Journal, clock: Clock):
@@ -225,14 +210,14 @@ def test_a_window_is_resent_in_journal_order_under_its_keys(
     journal: Journal, reference_host, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr(outbox_module, "BATCH_SIZE", 2)  # several calls, still in order
-    journal.defer([key(day) for day in PENDING], time.time() + 3600)  # waiting out a backoff
+    journal.defer([day_key(day) for day in PENDING], time.time() + 3600)  # waiting out a backoff
     outbox = _outbox(journal, reference_host)
     outbox.start()
     try:
         # From day 40 to noon on day 45, both included: the events the host holds (the 409
         # too), not the one still pending.
         [(ok, detail)] = _resend(outbox, T0 + 40 * DAY, T0 + 45.5 * DAY)
-        expected = [key(40), key(41), key(42), key(44), key(45)]
+        expected = [day_key(40), day_key(41), day_key(42), day_key(44), day_key(45)]
         assert ok and detail.startswith(f"resent 5 of 5 events journaled from {day_at(40)}")
         assert detail.endswith("(5 accepted)")
         batches = reference_host.store.batches()
@@ -243,18 +228,19 @@ def test_a_window_is_resent_in_journal_order_under_its_keys(
         ]
         stored = reference_host.store.events()
         assert [e["idempotency_key"] for e in stored] == expected
-        assert [e["body"] for e in stored] == [sale(day) for day in (40, 41, 42, 44, 45)]
+        assert [e["body"] for e in stored] == [day_sale(day) for day in (40, 41, 42, 44, 45)]
         # The pending events kept their place and their backoff; once due they go as usual.
-        waiting = [journal.get_event(key(day)) for day in PENDING]
+        waiting = [journal.get_event(day_key(day)) for day in PENDING]
         assert [(e.state, e.attempts) for e in waiting] == [("pending", 0), ("pending", 0)]
-        journal.defer([key(day) for day in PENDING], 0)
+        journal.defer([day_key(day) for day in PENDING], 0)
         outbox.wake()
         assert wait_for(lambda: journal.backlog().depth == 0)
     finally:
         outbox.stop()
-    assert [e["idempotency_key"] for e in reference_host.store.events()][5:] == [key(5), key(43)]
+    later = [e["idempotency_key"] for e in reference_host.store.events()][5:]
+    assert later == [day_key(day) for day in PENDING]
     assert len(reference_host.store.batches()) == 3  # those two went alone, not resent
-    assert journal.get_event(key(40)).state == "delivered"
+    assert journal.get_event(day_key(40)).state == "delivered"
 
 
 def test_a_window_with_nothing_in_it_sends_nothing(journal: Journal, reference_host):
@@ -272,7 +258,7 @@ def test_a_host_that_keeps_failing_ends_the_resend_saying_how_far_it_got(
     journal: Journal, reference_host, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr(outbox_module, "MAX_RESEND_FAILURES", 3)
-    journal.mark_delivered([key(day) for day in PENDING])  # only the resend calls the host
+    journal.mark_delivered([day_key(day) for day in PENDING])  # only the resend calls the host
     reference_host.set_fault("error500", 0)
     outbox = _outbox(journal, reference_host)  # a backoff of 10 ms between the tries
     outbox.start()

@@ -15,25 +15,11 @@ from app.demo import demo_config
 from app.journal import Journal
 from app.offline.engine import HOST_LAST_OK_AT
 from provisioning.rfc3339 import format_rfc3339
+from tests.host_samples import PHONE, day_key, day_sale
 from tests.waiting import wait_for
 
 DAY = 86400.0
-PHONE = "2142840123"
 REFUSED, LATE = 5, 43  # the host refuses day 5's event (422); day 43's waits in the outbox
-
-
-def key(day: int) -> str:
-    return f"e{day:03d}"
-
-
-def sale(day: int) -> dict:
-    return {
-        "device_id": "D-DEMO",
-        "site_id": "S-1001",
-        "event": "explode" if day == REFUSED else "finalize",
-        "loyalty_id": {"value": PHONE, "entry_method": "manual", "source": "pos"},
-        "rewards_applied": [{"reward_id": "SD-1", "target_line": 1, "amount": "1.00"}],
-    }
 
 
 def _journal_of_120_days(path: Path, now: float) -> dict[int, float]:
@@ -44,9 +30,10 @@ def _journal_of_120_days(path: Path, now: float) -> dict[int, float]:
     journal = Journal(path, clock=lambda: clock[0])
     for day in range(120):
         clock[0] = at[day]
-        journal.add_event(key(day), "finalize", sale(day), loyalty_key=PHONE)
+        event = "explode" if day == REFUSED else "finalize"  # the host refuses it: 422
+        journal.add_event(day_key(day), "finalize", day_sale(day, event), loyalty_key=PHONE)
         if day not in (REFUSED, LATE):
-            journal.mark_delivered([key(day)])
+            journal.mark_delivered([day_key(day)])
     journal.set_state(HOST_LAST_OK_AT, repr(now))
     journal.close()
     return at
@@ -64,10 +51,10 @@ def test_retention_resend_and_what_the_box_shows(tmp_path, reference_host):
     try:
         # The outbox delivers LATE and gets 422 for REFUSED; housekeeping's first sweep deletes
         # the events the host holds that are older than 90 days. REFUSED stays: undelivered.
-        kept = [key(REFUSED)] + [key(day) for day in range(30, 120)]
+        kept = [day_key(REFUSED)] + [day_key(day) for day in range(30, 120)]
         assert wait_for(lambda: [e.event_id for e in box.journal.all_events()] == kept, 30)
         assert wait_for(lambda: box.journal.backlog().depth == 0)
-        assert box.journal.get_event(key(REFUSED)).state == "rejected"
+        assert box.journal.get_event(day_key(REFUSED)).state == "rejected"
 
         def between(first: int, last: int) -> dict[str, str]:
             return {"from": format_rfc3339(at[first] - 60), "to": format_rfc3339(at[last] + 60)}
@@ -89,9 +76,10 @@ def test_retention_resend_and_what_the_box_shows(tmp_path, reference_host):
         # In journal order, under the original keys, flagged as a resend; LATE too, which the
         # outbox had delivered before the command came.
         resent = [b["keys"] for b in store.batches() if b["resend"]]
-        assert resent == [[key(day) for day in range(40, 46)]]
+        assert resent == [[day_key(day) for day in range(40, 46)]]
         stored = {e["idempotency_key"]: e for e in store.events()}
-        assert stored[key(42)]["body"] == sale(42) and stored[key(LATE)]["deliveries"] == 2
+        assert stored[day_key(42)]["body"] == day_sale(42)
+        assert stored[day_key(LATE)]["deliveries"] == 2
 
         # What the technician and the provider see: 91 events, the oldest on day 5.
         oldest = format_rfc3339(at[REFUSED])
@@ -112,7 +100,7 @@ def test_retention_resend_and_what_the_box_shows(tmp_path, reference_host):
         # The provider shortens the period: the next sweep keeps 60 days.
         box.management.apply_config({"retention_days": 60})
         assert box.retention.sweep()
-        kept = [key(REFUSED)] + [key(day) for day in range(60, 120)]
+        kept = [day_key(REFUSED)] + [day_key(day) for day in range(60, 120)]
         assert [e.event_id for e in box.journal.all_events()] == kept
         assert box.status()["journal"]["retention_days"] == 60
     finally:
