@@ -5,9 +5,9 @@ is in the write-ahead log and fsync'd, so it survives kill -9 and power loss. It
 
 - `events`: the transaction events (finalize, cancel, reverse) the outbox delivers to the host
   at least once, in journal order (`seq`), with the event id as the `Idempotency-Key`;
-  `due_events` never lets a later event overtake an earlier pending one. Delivered
-  events are kept for the provider's retention period (`expire`, run by `app/retention.py`)
-  and can be sent again meanwhile (`window`, `delivered_between`); undelivered ones are never
+  `due_events` never lets a later event overtake an earlier pending one. Delivered events are
+  kept for the provider's retention period (`expire`, run by `app/retention.py`) and can be
+  sent again meanwhile (`delivered_span`, `delivered_events`); undelivered ones are never
   deleted.
 - `decisions`: the GetRewards decisions (host or offline), for the audit trail and the offline
   exposure limits; committed without an fsync of their own (`record_decision` says why).

@@ -202,7 +202,7 @@ def _outbox(journal: Journal, host, backoff: Backoff | None = None) -> Outbox:
 def _resend(outbox: Outbox, start: float, end: float) -> list[tuple[bool, str]]:
     done: list[tuple[bool, str]] = []
     outbox.resend(start, end, lambda ok, detail: done.append((ok, detail)))
-    assert wait_for(lambda: done)
+    assert wait_for(lambda: done, 30)
     return done
 
 

@@ -5,6 +5,7 @@ journal's size and oldest event."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def test_retention_resend_and_what_the_box_shows(tmp_path, reference_host):
         no_end = store.queue_command("D-DEMO", "resend_events", {"from": between(40, 45)["from"]})
         too_long = store.queue_command("D-DEMO", "resend_events", between(40, 80))
         box.management.agent.heartbeat_now()
-        assert wait_for(lambda: all(_results(reference_host).values()))
+        assert wait_for(lambda: all(_results(reference_host).values()), 30)
         results = _results(reference_host)
         assert results[good]["ok"] is True
         assert results[good]["detail"].startswith("resent 6 of 6 events journaled from ")
@@ -96,6 +97,7 @@ def test_retention_resend_and_what_the_box_shows(tmp_path, reference_host):
         day_5 = time.strftime("%Y-%m-%d %H:%M", time.localtime(at[REFUSED]))
         assert f"<dt>Oldest journal event</dt><dd>{day_5} (114 days ago)</dd>" in page
         assert "<dt>Delivered events kept</dt><dd>90 days</dd>" in page
+        assert re.search(r"<dt>Journal size</dt><dd>[0-9.]+ (KiB|MiB)</dd>", page)
 
         # The provider shortens the period: the next sweep keeps 60 days.
         box.management.apply_config({"retention_days": 60})
