@@ -32,6 +32,7 @@ from app.pos.server import PosServer
 from app.pos.service import LoyaltyService
 from app.pos.sessions import SessionStore
 from app.readers import ReaderService
+from app.retention import Retention
 from app.status.actions import BoxControls
 from app.status.listener import StatusListener
 from app.status.source import StatusSource
@@ -59,6 +60,7 @@ class Box:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = Journal(data_dir / "journal.db")
         self.outbox = Outbox(self.journal, self.link)
+        self.retention = Retention(self.journal, days=config.storage.retention_days)
         self.policies = PolicyManager(
             self.host_client,
             config.policy.trusted_keys,
@@ -121,6 +123,7 @@ class Box:
             link=self.link,
             outbox=self.outbox,
             journal=self.journal,
+            retention=self.retention,
             policies=self.policies,
             readers=self.readers,
             network=self.network,
@@ -136,6 +139,8 @@ class Box:
             network=self.network,
             service=self.service,
             readers=self.readers,
+            outbox=self.outbox,
+            retention=self.retention,
             use_identity=self._use_identity,
             restart=self.request_restart,
             idle=lambda: len(self.sessions) == 0,
@@ -247,6 +252,7 @@ class Box:
     def _housekeep(self) -> None:
         while not self._stopped.wait(HOUSEKEEPING_S):
             self._save_last_host_contact()
+            self.retention.tick()  # bounded: a few short transactions at most
             if self.announcer is not None:  # the verdict in the mDNS TXT record
                 found = verdict(self.status_source.status())
                 self.announcer.update_status("online" if found.ok else found.key)

@@ -411,6 +411,14 @@ class StorageConfig:
         FilePath(),
         "Where the box keeps its state. Created at start-up if missing.",
     )
+    # At least 2 days: the daily limit per loyalty ID counts today's events, and a day can
+    # last 25 hours.
+    retention_days: int = setting(
+        90,
+        Whole(2, 3650),
+        "Days the box keeps events the host already has (then deletes them, loyalty IDs "
+        "included; undelivered events are never deleted).",
+    )
 
 
 @dataclass
@@ -649,6 +657,7 @@ def parse_listen(value: Any) -> Listen:
 # is checked by the file's declaration.
 PROVIDER_KEYS = {
     "heartbeat_s": ("provisioning", "heartbeat_s"),
+    "retention_days": ("storage", "retention_days"),
     "pos.deadline_ms": ("host", "deadline_ms"),
     "readers": ("readers", "bind"),
 }

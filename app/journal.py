@@ -5,8 +5,10 @@ is in the write-ahead log and fsync'd, so it survives kill -9 and power loss. It
 
 - `events`: the transaction events (finalize, cancel, reverse) the outbox delivers to the host
   at least once, in journal order (`seq`), with the event id as the `Idempotency-Key`;
-  `due_events` never lets a later event overtake an earlier pending one. Delivered
-  events are kept: they are the audit trail. Nothing is ever deleted.
+  `due_events` never lets a later event overtake an earlier pending one. Delivered events are
+  kept for the provider's retention period (`expire`, run by `app/retention.py`) and can be
+  sent again meanwhile (`delivered_span`, `delivered_events`); undelivered ones are never
+  deleted.
 - `decisions`: the GetRewards decisions (host or offline), for the audit trail and the offline
   exposure limits; committed without an fsync of their own (`record_decision` says why).
 - `state`: a tiny key-value table for durable facts such as the last time the host answered.
@@ -14,6 +16,8 @@ is in the write-ahead log and fsync'd, so it survives kill -9 and power loss. It
   ...), committed before the box parses them (`keep`). `add_event(received_id=...)` settles a
   kept request in the same transaction as its event; a request still `kept` after a crash is
   settled at the next start.
+- `counts`: the rows in `events` and `decisions`, kept by triggers (rows are deleted, so the
+  largest rowid no longer counts them, and COUNT(*) reads the whole table).
 
 One connection shared by the POS threads and the outbox thread, serialised by a lock. Every
 write is one explicit `BEGIN IMMEDIATE ... COMMIT`, except GetRewards decisions: committed but
@@ -44,8 +48,11 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
+
+from provisioning.rfc3339 import format_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +128,24 @@ MIGRATIONS: list[str] = [
     CREATE INDEX received_kept ON received (id) WHERE state = 'kept';
     CREATE INDEX events_unreadable ON events (kind) WHERE kind = 'unreadable';
     """,
+    # v4: retention. The indexes cover what `expire` and the resends look up; the partial ones
+    # change with a delivery or a settle, not with each POS request's insert.
+    """
+    CREATE INDEX events_delivered ON events (created_at) WHERE delivered_at IS NOT NULL;
+    CREATE INDEX received_event ON received (event_id) WHERE event_id IS NOT NULL;
+    CREATE INDEX received_no_event ON received (received_at) WHERE state = 'no_event';
+    CREATE TABLE counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO counts (name, n) SELECT 'events', COUNT(*) FROM events;
+    INSERT INTO counts (name, n) SELECT 'decisions', COUNT(*) FROM decisions;
+    CREATE TRIGGER events_added AFTER INSERT ON events
+        BEGIN UPDATE counts SET n = n + 1 WHERE name = 'events'; END;
+    CREATE TRIGGER events_deleted AFTER DELETE ON events
+        BEGIN UPDATE counts SET n = n - 1 WHERE name = 'events'; END;
+    CREATE TRIGGER decisions_added AFTER INSERT ON decisions
+        BEGIN UPDATE counts SET n = n + 1 WHERE name = 'decisions'; END;
+    CREATE TRIGGER decisions_deleted AFTER DELETE ON decisions
+        BEGIN UPDATE counts SET n = n - 1 WHERE name = 'decisions'; END;
+    """,
 ]
 SETTLED_STATES = ("derived", "duplicate", "no_event")
 # Checkpoints (copying the WAL into the database file, with two fsyncs) run every
@@ -179,6 +204,16 @@ class Kept:
     dialect: str
     raw: bytes
     received_at: float
+
+
+@dataclass(frozen=True)
+class Expired:
+    """What one `expire` call deleted."""
+
+    events: int
+    requests: int  # kept POS requests: those of the deleted events, and those that made none
+    decisions: int
+    more: bool  # a limit was reached: the next call may find more
 
 
 def _dumps(value: Any) -> str:
@@ -732,6 +767,65 @@ class Journal:
             [(state, detail, delivered_at, event_id)],
         )
 
+    # ---- retention and resends: events the host holds (delivered_at set) ---------------------
+
+    def expire(self, before: float, decisions_before: float, limit: int = 500) -> Expired:
+        """Delete, in one short transaction, at most `limit` of each: events the host holds
+        (delivered, or a 409 conflict) journaled before `before`, with the requests they were
+        made from; requests that made no event, received before `before`; the oldest decisions
+        made before `decisions_before`. Pending and rejected events, and requests not settled
+        yet, are never deleted."""
+        limit = int(limit)
+        with self._write("expire") as conn:
+            events = conn.execute(
+                "SELECT seq, event_id FROM events INDEXED BY events_delivered"
+                " WHERE delivered_at IS NOT NULL AND created_at < ? ORDER BY created_at LIMIT ?",
+                (before, limit),
+            ).fetchall()
+            ids = [(event_id,) for _, event_id in events]
+            derived = conn.executemany("DELETE FROM received WHERE event_id = ?", ids).rowcount
+            conn.executemany("DELETE FROM events WHERE seq = ?", [(seq,) for seq, _ in events])
+            no_event = conn.execute(
+                "DELETE FROM received WHERE id IN (SELECT id FROM received INDEXED BY"
+                " received_no_event WHERE state = 'no_event' AND received_at < ? LIMIT ?)",
+                (before, limit),
+            ).rowcount
+            # The head of the table up to the first decision still needed: never a scan of the
+            # rows after it (a clock set back only delays a few deletions).
+            head = conn.execute(
+                "SELECT id, created_at FROM decisions ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+            old = [row_id for row_id, at in takewhile(lambda r: r[1] < decisions_before, head)]
+            if old:
+                conn.execute("DELETE FROM decisions WHERE id <= ?", (old[-1],))
+        more = limit in (len(events), no_event, len(old))
+        return Expired(len(events), derived + no_event, len(old), more)
+
+    def delivered_span(self, start: float, end: float) -> tuple[int, int, int]:
+        """(count, first seq, last seq) of the events the host holds that were journaled from
+        `start` to `end`, both included; (0, 0, 0) when there are none."""
+        with self._read("delivered_span") as conn:
+            count, first, last = conn.execute(
+                "SELECT COUNT(*), MIN(seq), MAX(seq) FROM events INDEXED BY events_delivered"
+                " WHERE delivered_at IS NOT NULL AND created_at BETWEEN ? AND ?",
+                (start, end),
+            ).fetchone()
+        return int(count), int(first or 0), int(last or 0)
+
+    def delivered_events(
+        self, start: float, end: float, after_seq: int, last_seq: int, limit: int
+    ) -> list[Event]:
+        """The next `limit` of those events after `after_seq`, in journal order: a rowid range
+        (NOT INDEXED: never the time index, then a sort of the whole window) that `last_seq`,
+        from `delivered_span`, keeps from reading on to the end of the table."""
+        with self._read("delivered_events") as conn:
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events NOT INDEXED WHERE seq > ? AND seq <= ?"
+                " AND delivered_at IS NOT NULL AND created_at BETWEEN ? AND ? ORDER BY seq LIMIT ?",
+                (after_seq, last_seq, start, end, int(limit)),
+            ).fetchall()
+        return [_event(row) for row in rows]
+
     def _update_pending(self, what: str, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
         with self._write(what) as conn:
             conn.executemany(sql, rows)
@@ -861,29 +955,25 @@ class Journal:
                 (key, value, self._clock()),
             )
 
-    def stats(self) -> dict[str, int]:
-        """Counts for the status page. Nothing is ever deleted, so MAX(rowid) is the count of
-        rows (an O(log n) look-up instead of a scan of a million rows)."""
+    def stats(self) -> dict[str, Any]:
+        """Counts, size on disk (WAL included) and the first event's time, for the status page
+        and the heartbeat; every look-up is O(log n), whatever the journal holds."""
         with self._read("stats") as conn:
-            (events,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+            counts = dict(conn.execute("SELECT name, n FROM counts").fetchall())
             (pending,) = conn.execute(
                 "SELECT COUNT(*) FROM events INDEXED BY events_pending WHERE state = 'pending'"
             ).fetchone()
-            (decisions,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM decisions").fetchone()
             (unreadable,) = conn.execute(
                 "SELECT COUNT(*) FROM events INDEXED BY events_unreadable WHERE kind = 'unreadable'"
             ).fetchone()
+            first = conn.execute("SELECT created_at FROM events ORDER BY seq LIMIT 1").fetchone()
             (pages,) = conn.execute("PRAGMA page_count").fetchone()
             (page_size,) = conn.execute("PRAGMA page_size").fetchone()
-        wal = Path(f"{self.path}-wal")
-        try:
-            wal_size = wal.stat().st_size
-        except OSError:
-            wal_size = 0
         return {
-            "events": int(events),
+            "events": int(counts.get("events", 0)),
             "pending": int(pending),
-            "decisions": int(decisions),
+            "decisions": int(counts.get("decisions", 0)),
             "unreadable": int(unreadable),
-            "size_bytes": int(pages * page_size + wal_size),
+            "size_bytes": int(pages * page_size + _size(Path(f"{self.path}-wal"))),
+            "oldest_event_at": format_rfc3339(first[0]) if first is not None else None,
         }

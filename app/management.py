@@ -23,7 +23,9 @@ from app.config import Config, provider_settings
 from app.host.payload import Identity
 from app.network.manager import NetworkChecker
 from app.offline.policy import PolicyManager
+from app.outbox import Outbox
 from app.readers import ReaderBinding
+from app.retention import Retention, journal_heartbeat, resend_events
 from app.status.logbuffer import install as log_buffer
 from app.status.source import Status
 from app.status.verdict import verdict
@@ -67,6 +69,8 @@ class RemoteManagement:
         network: NetworkChecker,
         service: Deadline,
         readers: Rebinding,
+        outbox: Outbox,
+        retention: Retention,
         use_identity: Callable[[Identity], None],
         restart: Callable[[], None],
         idle: Callable[[], bool],
@@ -79,6 +83,8 @@ class RemoteManagement:
         self.network = network
         self.service = service
         self.readers = readers
+        self.outbox = outbox
+        self.retention = retention
         self.use_identity = use_identity
         self.restart = restart
         self.stopping = stopping
@@ -117,6 +123,7 @@ class RemoteManagement:
                 "restart": self._restart,
                 "rediscover": self._rediscover,
                 "update": self._update,
+                "resend_events": lambda args: resend_events(outbox, self.agent, args),
             },
             heartbeat_s=config.provisioning.heartbeat_s,
             software_version=__version__,
@@ -141,6 +148,8 @@ class RemoteManagement:
             self.agent.set_interval(settings["heartbeat_s"])
         if "pos.deadline_ms" in settings:
             self.service.deadline_s = settings["pos.deadline_ms"] / 1000
+        if "retention_days" in settings:
+            self.retention.days = settings["retention_days"]
         if "readers" in settings:
             # The provider's bindings replace the matched ones; readers bound by an explicit
             # device path in the local configuration stay.
@@ -238,6 +247,7 @@ class RemoteManagement:
             "outbox_depth": status["outbox"]["depth"],
             "oldest_pending_s": status["outbox"]["oldest_pending_s"],
             "policy_version": status["policy"].get("policy_version"),
+            **journal_heartbeat(status["journal"]),
         }
 
     def _restart(self, args: dict[str, Any]) -> tuple[bool, str]:

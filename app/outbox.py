@@ -9,6 +9,11 @@ exponential backoff and jitter. The first failing event stops the pass, so nothi
 earlier event. Delivery is paused while the host link refuses the device token (a 401 told it):
 `paused` reads the link, and a new token resumes it. The link going online skips the rest of a
 backoff.
+
+The same thread runs the provider's `resend_events` commands (`resend`): events the host already
+holds, sent again through the batch endpoint with `"resend": true`, one batch after each
+delivery pass. Being the one thread that calls the host for the journal, it never races the
+pending events, and a resend neither reorders them nor touches their backoff.
 """
 
 from __future__ import annotations
@@ -16,19 +21,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.journal import Event, Journal
 from provisioning.api import HostError
 from provisioning.backoff import backoff_delay
 from provisioning.link import Health, HostLink
+from provisioning.rfc3339 import format_rfc3339
 
 log = logging.getLogger("connectbox.outbox")
 
 BATCH_THRESHOLD = 20  # a backlog at least this deep goes through the batch endpoint
 BATCH_SIZE = 500  # host-api.md: at most 500 events per batch
 FOREVER = 1e18  # "due by then": every pending event
+# A resend gives up after this many failed calls in a row (about 8 minutes of backoff) and says
+# how far it got: the provider learns it in minutes, not after an outage of unknown length.
+MAX_RESEND_FAILURES = 10
+_RESULT_WORDS = {200: "accepted", 409: "conflict", 422: "refused"}
 
 
 @dataclass
@@ -39,6 +51,22 @@ class Backoff:
     def delay(self, attempts: int) -> float:
         """Exponential in the attempts so far, with +-50 % jitter to spread boxes apart."""
         return backoff_delay(attempts + 1, self.base_s, self.max_s, jitter=(0.5, 1.5))
+
+
+@dataclass
+class _Resend:
+    """One `resend_events` command: the events the host holds, journaled from start to end."""
+
+    start: float
+    end: float
+    done: Callable[[bool, str], None]
+    total: int = -1  # -1: the window is not looked up yet
+    after_seq: int = 0
+    last_seq: int = 0
+    sent: int = 0
+    results: Counter[int | None] = field(default_factory=Counter)
+    failures: int = 0
+    next_try: float = 0.0
 
 
 class Outbox:
@@ -61,6 +89,7 @@ class Outbox:
         self._hurry = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._resends: deque[_Resend] = deque()
         self.delivered = 0
         link.on_change(self._link_changed)
 
@@ -110,6 +139,7 @@ class Outbox:
         while not self._stop.is_set():
             try:
                 worked = self.deliver_due()
+                worked = self._resend_next() or worked
             except Exception:  # a bug must not end delivery for good
                 log.exception("outbox pass failed; retrying shortly")
                 worked = False
@@ -208,6 +238,69 @@ class Outbox:
 
     def _delivered(self, count: int) -> None:
         self.delivered += count
+
+    # ---- resend_events ----------------------------------------------------------------------
+
+    def resend(self, start: float, end: float, done: Callable[[bool, str], None]) -> None:
+        """Send the events the host holds that were journaled from `start` to `end` again, in
+        journal order, on the delivery thread; `done(ok, detail)` is called once at the end."""
+        with self._lock:
+            self._resends.append(_Resend(start, end, done))
+        self._wake.set()
+
+    def _resend_next(self) -> bool:
+        """One batch of the oldest resend; True when a batch went out or a resend ended."""
+        with self._lock:
+            job = self._resends[0] if self._resends else None
+        if job is None or self.paused is not None or job.next_try > time.time():
+            return False
+        if job.total < 0:
+            job.total, first, job.last_seq = self.journal.delivered_span(job.start, job.end)
+            job.after_seq = first - 1
+        events = self.journal.delivered_events(
+            job.start, job.end, job.after_seq, job.last_seq, BATCH_SIZE
+        )
+        if not events:
+            self._resend_done(job, True)
+            return True
+        try:
+            results = self.client.transactions_batch(
+                [(e.event_id, e.body) for e in events], resend=True
+            )
+        except HostError as exc:
+            if exc.unauthorized:
+                return False  # the link heard it too: paused until the token changes
+            job.failures += 1
+            if not exc.retryable or job.failures >= MAX_RESEND_FAILURES:
+                self._resend_done(job, False, f"stopped: {exc}")
+                return True
+            delay = self.backoff.delay(job.failures - 1)
+            job.next_try = time.time() + delay
+            log.warning("resend: batch not sent (%s); next try in %.0f s", exc, delay)
+            return False
+        job.results.update(r.get("status") if isinstance(r, dict) else None for r in results)
+        job.sent += len(events)
+        job.after_seq = events[-1].seq
+        job.failures = 0
+        return True
+
+    def _resend_done(self, job: _Resend, ok: bool, problem: str = "") -> None:
+        with self._lock:
+            self._resends.remove(job)
+        detail = (
+            f"resent {job.sent} of {job.total} events journaled from {format_rfc3339(job.start)}"
+            f" to {format_rfc3339(job.end)}"
+        )
+        if job.results:
+            words = (f"{n} {_RESULT_WORDS.get(s, f'status {s}')}" for s, n in job.results.items())
+            detail += f" ({', '.join(words)})"
+        if problem:
+            detail += f"; {problem}"
+        log.info("resend_events: %s", detail)
+        try:
+            job.done(ok, detail)
+        except Exception:  # the command's result is the agent's business; delivery goes on
+            log.exception("resend: reporting the result failed")
 
     def snapshot(self) -> dict[str, Any]:
         backlog = self.journal.backlog()

@@ -4,7 +4,8 @@ token rotation.
 Heartbeats. One thread posts `POST /v1/devices/{id}/heartbeat` every `heartbeat_s` (±10 %
 jitter). The body is built from `status_provider()`, which is read for these keys only (all
 optional): `status` ("online" | "degraded" | "offline", default "online"), `components` (a dict,
-sent as is), `outbox_depth`, `oldest_pending_s`, `config_version`, `policy_version`. The agent
+sent as is), `outbox_depth`, `oldest_pending_s`, `config_version`, `policy_version`,
+`journal_size_bytes`, `journal_events`, `journal_oldest_event_at`. The agent
 adds `software_version` and `clock` itself, and, when given a `config_sync` (the box passes its
 policy manager: `sync_now()` and `snapshot()`), its state under
 `components["config"]` (so a refused config reaches the host) and its `config_version` when the
@@ -263,6 +264,9 @@ class Agent:
             "software_version": self.software_version,
             "config_version": _int(config_version, None),
             "policy_version": _int(status.get("policy_version"), None),
+            "journal_size_bytes": _int(status.get("journal_size_bytes"), None),
+            "journal_events": _int(status.get("journal_events"), None),
+            "journal_oldest_event_at": _str(status.get("journal_oldest_event_at")),
             "clock": now_rfc3339(),
         }
 
@@ -678,6 +682,10 @@ def _int(value: Any, default: int | None) -> int | None:
     if isinstance(value, float):
         return int(value)
     return default
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _error_text(reply: Any) -> str:

@@ -142,9 +142,16 @@ class HostClient:
     def transaction(self, body: dict[str, Any], event_id: str) -> dict[str, Any]:
         return self.post("/v1/transactions", body, idempotency_key=event_id)
 
-    def transactions_batch(self, events: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-        """Deliver (idempotency key, event) pairs in one call; the per-event results, in order."""
-        body = {"events": [{"idempotency_key": key, "event": event} for key, event in events]}
+    def transactions_batch(
+        self, events: list[tuple[str, dict[str, Any]]], *, resend: bool = False
+    ) -> list[dict[str, Any]]:
+        """Deliver (idempotency key, event) pairs in one call; the per-event results, in order.
+        `resend`: events the host already has, sent again on its `resend_events` command."""
+        body: dict[str, Any] = {
+            "events": [{"idempotency_key": key, "event": event} for key, event in events]
+        }
+        if resend:
+            body["resend"] = True
         answer = self.post("/v1/transactions/batch", body)
         results = answer.get("results") if isinstance(answer, dict) else None
         if not isinstance(results, list) or len(results) != len(events):

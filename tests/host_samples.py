@@ -147,3 +147,21 @@ def transaction_event(
         "final_total": final_total,
         **extra,
     }
+
+
+def day_key(day: int) -> str:
+    """The event id of `day_sale(day)` in a journal with one sale a day."""
+    return f"e{day:03d}"
+
+
+def day_sale(day: int, event: str = "finalize") -> dict[str, Any]:
+    """A small event for a journal with one sale a day (retention, resends): the loyalty ID, a
+    reward applied, and the day in the POS transaction id."""
+    return {
+        "device_id": "D-DEMO",
+        "site_id": "S-1001",
+        "event": event,
+        "pos": {"pos_transaction_id": str(day)},
+        "loyalty_id": {"value": PHONE, "entry_method": "manual", "source": "pos"},
+        "rewards_applied": [{"reward_id": "SD-1", "target_line": 1, "amount": "1.00"}],
+    }

@@ -24,6 +24,7 @@ from app.pos.server import PosServer
 from app.pos.service import LoyaltyService
 from app.pos.sessions import SessionStore
 from app.readers import ReaderService
+from app.retention import Retention
 from provisioning.link import HostLink
 
 RECENT_TRANSACTIONS = 15
@@ -47,6 +48,7 @@ class StatusSource:
     link: HostLink
     outbox: Outbox
     journal: Journal
+    retention: Retention
     policies: PolicyManager
     readers: ReaderService
     network: NetworkManager
@@ -70,7 +72,11 @@ class StatusSource:
             "host": self.link.snapshot(),
             "counters": self.service.counters.snapshot(),
             "outbox": self.outbox.snapshot(),
-            "journal": {"recovered_from": self.journal.recovered_from, **self.journal.stats()},
+            "journal": {
+                "recovered_from": self.journal.recovered_from,
+                **self.journal.stats(),
+                **self.retention.snapshot(),
+            },
             "policy": self.policies.snapshot(),
             "readers": self.readers.snapshot(),
             "recent_transactions": recent_transactions(self.journal),

@@ -542,9 +542,13 @@ def software_section(status: dict[str, Any], now: float) -> Section:
         ("Device", text(status.get("device_id"))),
         ("Site", text(status.get("site_id"))),
         ("Journal events", text(journal.get("events"))),
+        ("Oldest journal event", when(journal.get("oldest_event_at"), now)),
         ("Journal decisions", text(journal.get("decisions"))),
         ("Journal size", size(journal.get("size_bytes"))),
     ]
+    days = journal.get("retention_days")
+    if isinstance(days, int):  # undelivered events are kept whatever their age
+        rows.append(("Delivered events kept", f"{days} days"))
     unreadable = journal.get("unreadable")
     if unreadable:
         # Kept and sent to the host as received; a count that grows means a POS problem.

@@ -166,4 +166,6 @@ def _install_contract_routes(app: Flask, ctx: HostContext) -> None:
             return error(422, "invalid_request", "events must be a list")
         if len(events) > MAX_BATCH_EVENTS:
             return error(422, "too_many_events", f"at most {MAX_BATCH_EVENTS} events per batch")
+        keys = [e.get("idempotency_key") if isinstance(e, dict) else None for e in events]
+        ctx.store.record_batch(g.device.device_id, keys, body.get("resend") is True)
         return jsonify({"results": [batch_result(ctx, g.device, entry) for entry in events]})

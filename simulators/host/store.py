@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-COMMAND_TYPES = ("restart", "rediscover", "sync_config", "upload_logs", "rotate_token", "update")
+COMMAND_TYPES = (
+    "restart",
+    "rediscover",
+    "sync_config",
+    "upload_logs",
+    "rotate_token",
+    "update",
+    "resend_events",
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,9 @@ CREATE TABLE IF NOT EXISTS logs (
 CREATE TABLE IF NOT EXISTS token_history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, event TEXT NOT NULL,
     token TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, resend INTEGER NOT NULL,
+    keys TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rewards_requests (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, received_at TEXT NOT NULL,
     body TEXT NOT NULL);
@@ -83,6 +94,7 @@ _TABLES = (
     "logs",
     "rewards_requests",
     "token_history",
+    "batches",
 )
 
 
@@ -347,7 +359,22 @@ class HostStore:
             for row in rows
         ]
 
-    # What boxes sent: rewards requests, heartbeats, logs.
+    # What boxes sent: batch calls, rewards requests, heartbeats, logs.
+
+    def record_batch(self, device_id: str, keys: list[Any], resend: bool) -> None:
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT INTO batches (device_id, resend, keys) VALUES (?, ?, ?)",
+                (device_id, int(resend), _dump(keys)),
+            )
+
+    def batches(self) -> list[dict[str, Any]]:
+        """Each batch call: its device, its `resend` flag and the keys in it, in order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT device_id, resend, keys FROM batches ORDER BY seq"
+            ).fetchall()
+        return [{**r, "resend": bool(r["resend"]), "keys": json.loads(r["keys"])} for r in rows]
 
     def record_rewards_request(self, device_id: str, body: Any) -> None:
         with self._lock, self._db:

@@ -178,14 +178,15 @@ def test_provider_keys_unknown_to_the_box_are_ignored_and_named(caplog):
             "site": {"site_id": "S-1"},
             "policy": {},
             "retention_days": 30,
+            "loyalty_theme": "blue",
             "pos": {"dialect": "eps", "listen_port": 9000, "deadline_ms": 900, "colour": "red"},
             "readers": [{"match": {"vendor_id": "0acd"}, "register_id": "2", "luhn": True}],
         },
         caplog,
     )
-    assert settings["pos.deadline_ms"] == 900
+    assert settings["pos.deadline_ms"] == 900 and settings["retention_days"] == 30
     [binding] = settings["readers"]  # only what the host may say about a reader is used
     assert binding.options.luhn is False
     assert logged == [
-        "provider config: ignored retention_days, pos.colour, readers.0.luhn (unknown to this box)"
+        "provider config: ignored loyalty_theme, pos.colour, readers.0.luhn (unknown to this box)"
     ]

@@ -376,6 +376,8 @@ def test_migrates_a_v1_file_and_keeps_its_data(path: Path, clock: Clock):
         journal.set_state("k", "v")  # the v2 table
         journal.add_event("new-1", "finalize", body())
         assert journal.pending_keys_in_order() == ["old-1", "new-1"]
+        stats = journal.stats()  # v4 counts the rows it found, and those added since
+        assert (stats["events"], stats["decisions"]) == (2, 1)
     finally:
         journal.close()
     reopened = Journal(path, clock=clock)  # already current: nothing to do

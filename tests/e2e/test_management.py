@@ -199,7 +199,7 @@ def test_the_providers_bad_values_are_refused_and_the_ones_in_force_stay(tmp_pat
             heartbeat_s=100_000,
             pos={"deadline_ms": 50},
             readers=[{"match": {"vendor_id": "0acd"}}],
-            retention_days=30,
+            retention_days=1,
         )
         with caplog.at_level(logging.INFO, logger="connectbox.config"):
             ok, detail = box.policies.sync_now()
@@ -211,11 +211,12 @@ def test_the_providers_bad_values_are_refused_and_the_ones_in_force_stay(tmp_pat
         assert logged == [
             "config error: [provider] heartbeat_s: must be a whole number from 5 to 86400"
             " (got 100000); the value in force stays",
+            "config error: [provider] retention_days: must be a whole number from 2 to 3650"
+            " (got 1); the value in force stays",
             "config error: [provider] pos.deadline_ms: must be a whole number from 100 to 10000"
             " (got 50); the value in force stays",
             "config error: [provider readers.0] register_id: missing (required)"
             "; the value in force stays",
-            "provider config: ignored retention_days (unknown to this box)",
         ]
         _tobacco_sale(box)  # still serving
     finally:

@@ -21,6 +21,9 @@ STATUS = {
     "oldest_pending_s": 12,
     "config_version": 4,
     "policy_version": 7,
+    "journal_size_bytes": 4_194_304,
+    "journal_events": 1200,
+    "journal_oldest_event_at": "2026-08-25T14:00:00-05:00",
     "ignored": "not sent",
 }
 
@@ -53,8 +56,10 @@ def test_heartbeat_carries_the_status(host, box):
     agent = make_agent(box)
     assert agent.heartbeat_now() == {"commands": []}
     beat = host.store.heartbeats(box.creds.device_id)[-1]
-    for key in ("status", "components", "outbox_depth", "oldest_pending_s"):
+    for key in ("status", "components", "outbox_depth", "oldest_pending_s", "journal_events"):
         assert beat[key] == STATUS[key]
+    assert beat["journal_size_bytes"] == 4_194_304
+    assert beat["journal_oldest_event_at"] == "2026-08-25T14:00:00-05:00"
     assert beat["config_version"] == 4 and beat["policy_version"] == 7
     assert beat["software_version"] == "1.2.3"
     assert "ignored" not in beat and beat["clock"][:4].isdigit()

@@ -242,6 +242,13 @@ def test_batch_answer_matches(http, host):
     validate(batch, request_schema(path, "post"))
     answer = check(http.post(host.url + path, json=batch, headers=AUTH), path, "post", 200)
     assert [r["status"] for r in answer["results"]] == [200, 200, 409]
+    resend = {"events": batch["events"][:1], "resend": True}  # the resend_events command's
+    validate(resend, request_schema(path, "post"))
+    answer = check(http.post(host.url + path, json=resend, headers=AUTH), path, "post", 200)
+    assert answer["results"][0]["status"] == 200
+    assert [b["resend"] for b in host.store.batches()] == [False, True]
+    with pytest.raises(jsonschema.ValidationError):
+        validate({**resend, "resend": "yes"}, request_schema(path, "post"))
     bad = {"events": [{"idempotency_key": "b-3", "event": {"event": "teleport"}}]}
     answer = check(http.post(host.url + path, json=bad, headers=AUTH), path, "post", 200)
     assert answer["results"][0]["status"] == 422
@@ -306,6 +313,9 @@ def test_device_management_answers_match(http, host):
         "software_version": "0.1.0",
         "config_version": None,
         "policy_version": None,
+        "journal_size_bytes": 421_000_000,
+        "journal_events": 180_000,
+        "journal_oldest_event_at": "2026-08-25T14:00:00-05:00",
         "clock": datetime.now(UTC).isoformat(),
     }
     heartbeat_path = "/v1/devices/{device_id}/heartbeat"
