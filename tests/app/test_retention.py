@@ -197,7 +197,7 @@ def test_the_window_is_checked():
 def _outbox(journal: Journal, host, backoff: Backoff | None = None) -> Outbox:
     link = HostLink(host.url, timeout_s=5)
     link.use("D-DEMO", "demo-token")
-    return Outbox(journal, link.client, backoff or Backoff(base_s=0.01, max_s=0.01))
+    return Outbox(journal, link, backoff or Backoff(base_s=0.01, max_s=0.01))
 
 
 def _resend(outbox: Outbox, start: float, end: float) -> list[tuple[bool, str]]:

@@ -12,10 +12,10 @@ from pathlib import Path
 import requests
 
 from app.box import Box
-from app.demo import demo_config
 from app.journal import Journal
 from app.offline.engine import HOST_LAST_OK_AT
 from provisioning.rfc3339 import format_rfc3339
+from simulators.demo import demo_config
 from tests.host_samples import PHONE, day_key, day_sale
 from tests.waiting import wait_for
 
