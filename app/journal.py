@@ -216,7 +216,8 @@ class Expired:
     more: bool  # a limit was reached: the next call may find more
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
+    """JSON as the journal stores it (money as decimal strings)."""
     return json.dumps(value, separators=(",", ":"), default=_json_default)
 
 
@@ -390,6 +391,9 @@ class Journal:
                 raise JournalError(f"journal: {self.path} refused WAL mode (got {mode!r})")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_CHECKPOINT_PAGES}")
+            # The box writes at the end and reads the last few pages: 512 KiB of page cache
+            # instead of SQLite's 2 MiB keeps its memory within budget at no measured cost.
+            conn.execute("PRAGMA cache_size=-512")
             if existing and not checked:
                 _quick_check(conn)
             _apply_migrations(conn, MIGRATIONS)
@@ -548,7 +552,7 @@ class Journal:
         self,
         session_id: str,
         origin: str,
-        body: dict[str, Any],
+        body: dict[str, Any] | str,
         decision: dict[str, Any],
         *,
         discount: Decimal = Decimal(0),
@@ -566,8 +570,8 @@ class Journal:
         row = (
             session_id,
             origin,
-            _dumps(body),
-            _dumps(decision),
+            body if isinstance(body, str) else dumps(body),
+            dumps(decision),
             str(discount),
             int(discount > 0),
             loyalty_key,
@@ -623,8 +627,8 @@ class Journal:
         if kind not in KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
         discount = Decimal(discount)
-        body_text = _dumps(body)
-        answer_text = _dumps(answer) if answer is not None else None
+        body_text = dumps(body)
+        answer_text = dumps(answer) if answer is not None else None
         now = self._clock()
         with self._write("add_event") as conn:
             row = conn.execute(
@@ -683,7 +687,7 @@ class Journal:
         event is unknown."""
         with self._write("set_answer") as conn:
             cursor = conn.execute(
-                "UPDATE events SET answer = ? WHERE event_id = ?", (_dumps(answer), event_id)
+                "UPDATE events SET answer = ? WHERE event_id = ?", (dumps(answer), event_id)
             )
             if cursor.rowcount == 0:
                 raise KeyError(event_id)
@@ -740,7 +744,7 @@ class Journal:
             "UPDATE events SET state = 'delivered', delivered_at = ?,"
             " answer = COALESCE(answer, ?) WHERE event_id = ? AND state = 'pending'",
             (
-                (now, _dumps(answers[e]) if answers.get(e) is not None else None, e)
+                (now, dumps(answers[e]) if answers.get(e) is not None else None, e)
                 for e in event_ids
             ),
         )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import time
 import uuid
@@ -37,7 +38,7 @@ from app.host.payload import (
 )
 from app.host.relay import HostRelay
 from app.host.translate import receipt_lines, translate_rewards, trim
-from app.journal import Journal, JournalError, Kept
+from app.journal import Journal, JournalError, Kept, dumps
 from app.logs import mask_id
 from app.money import ZERO, fmt_decimal, fmt_money
 from app.offline.engine import OfflineEngine
@@ -265,7 +266,8 @@ class LoyaltyService:
             session.age_verified,
             source=session.loyalty_source,
         )
-        session.last_body = body
+        body_json = dumps(body)
+        session.last_body = body_json
         label = f"GetRewards {session.session_id} id {mask_id(session.loyalty_id)}"
         outcome = self.relay.call(lambda: self.client.rewards(body), deadline, label)
 
@@ -313,7 +315,7 @@ class LoyaltyService:
         self.journal.record_decision(
             session.session_id,
             session.decision["origin"],
-            body,
+            body_json,
             {**session.decision, "granted": [_reward_json(r) for r in translated.rewards]},
             discount=sum(translated.amounts.values(), ZERO),
             loyalty_key=_loyalty_key(session.loyalty_id),
@@ -584,7 +586,7 @@ class LoyaltyService:
 
     def _event_body(self, event: str, request: Request, session: Session | None) -> dict[str, Any]:
         if request.transaction is None and session is not None and session.last_body:
-            base = copy.deepcopy(session.last_body)
+            base = json.loads(session.last_body)
         else:
             base = rewards_body(
                 request,

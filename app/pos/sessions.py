@@ -34,8 +34,9 @@ class Session:
     dropped: list[dict[str, str]] = field(default_factory=list)
     """Host rewards of the latest decision the POS could not be given (the finalize event's
     `rewards_dropped`)."""
-    last_body: dict[str, Any] | None = None
-    """The last /v1/rewards body, the base of a cancel event."""
+    last_body: str | None = None
+    """The last /v1/rewards body as JSON, the base of a cancel event (text: a tenth of the
+    memory of the dict, and up to 500 sessions may be open)."""
     decision: dict[str, Any] = field(default_factory=dict)
     """Who decided the current rewards: {"origin": host|offline, "policy_version", "rule"}."""
     touched: float = field(default_factory=time.monotonic)
