@@ -52,6 +52,14 @@ def event_problem(event: Any) -> str | None:
         return f"unknown event type {kind!r}; one of {', '.join(EVENT_TYPES)}"
     if kind == "unreadable":
         return unreadable_problem(event)
+    if kind == "cancel_redemption":
+        ids = event.get("reward_ids")
+        if not isinstance(ids, list) or any(not isinstance(i, str) for i in ids):
+            return "a cancel_redemption event needs reward_ids as a list of strings"
+        if not is_decimal_text(event.get("points")):
+            return "a cancel_redemption event needs points as a decimal string"
+    if kind == "end_period":
+        return end_period_problem(event)
     applied = event.get("rewards_applied", [])
     if not isinstance(applied, list) or any(
         not isinstance(r, dict) or not is_decimal_text(r.get("amount")) for r in applied
@@ -61,6 +69,31 @@ def event_problem(event: Any) -> str | None:
         return "final_total must be a decimal string"
     if "occurred_at" in event and parse_time(event["occurred_at"]) is None:
         return "occurred_at must be an RFC 3339 time with offset"
+    return None
+
+
+def end_period_problem(event: dict[str, Any]) -> str | None:
+    """The period that closed and the box's own counts for it."""
+    if not isinstance(event.get("period"), dict) or not isinstance(event.get("business_date"), str):
+        return "an end_period event needs period (an object) and business_date"
+    for key in ("transactions", "finalized"):
+        value = event.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"an end_period event needs {key} as a whole number"
+    if not is_decimal_text(event.get("discount_total")):
+        return "an end_period event needs discount_total as a decimal string"
+    return None
+
+
+def identify_problem(body: Any) -> str | None:
+    """/v1/customers/identify: who, and why the box asks."""
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    loyalty = body.get("loyalty_id")
+    if not isinstance(loyalty, dict) or not isinstance(loyalty.get("value"), str):
+        return "loyalty_id.value is required"
+    if body.get("purpose") not in ("begin_customer", "messaging"):
+        return "purpose must be begin_customer or messaging"
     return None
 
 

@@ -13,7 +13,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from simulators.host import keys
-from simulators.host.checks import event_problem, rewards_problem
+from simulators.host.checks import event_problem, identify_problem, rewards_problem
 from simulators.host.context import Clock, HostContext, SimState, utc_now
 from simulators.host.device_routes import install_device_routes
 from simulators.host.knobs import apply_fault, install_knobs
@@ -25,6 +25,7 @@ from simulators.host.rules import (
     batch_result,
     device_config,
     evaluate_rewards,
+    identify_customer,
 )
 from simulators.host.store import HostStore, Stored
 
@@ -136,6 +137,20 @@ def _install_contract_routes(app: Flask, ctx: HostContext) -> None:
         if problem:
             return error(422, "invalid_request", problem)
         return jsonify(evaluate_rewards(ctx, g.device, body))
+
+    @app.post("/v1/customers/identify")
+    def identify() -> Any:
+        body = json_body()
+        if body is None:
+            return error(400, "invalid_json", "expected an application/json body")
+        ctx.store.record_identify_request(g.device.device_id, body)
+        fault = apply_fault(ctx)
+        if fault:
+            return fault
+        problem = identify_problem(body)
+        if problem:
+            return error(422, "invalid_request", problem)
+        return jsonify(identify_customer(ctx, g.device, body))
 
     @app.post("/v1/transactions")
     def transaction() -> Any:

@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from app.money import ZERO, fmt_money
-from app.programs import scan_data
+from app.programs import ids, scan_data
 from app.programs.nanp import normalize_us_phone
 from app.programs.policy import canonical_json, sign_policy
 from simulators.host.checks import event_problem, parse_time
@@ -58,10 +58,15 @@ def evaluate_rewards(ctx: HostContext, device: Device, body: dict[str, Any]) -> 
         )
         rewards.extend(decision.rewards)
     rewards = scan_data.cap_to_lines(rewards, lines)
-    valid = loyalty_id is not None and all(
+    saved = sum((Decimal(r["value"]) for r in rewards), ZERO)
+    if loyalty_id is not None:
+        fuel = _fuel_rewards(policy, lines, loyalty_id)
+        rewards.extend(fuel)
+        saved += sum((_fuel_saving(r, lines) for r in fuel), ZERO)
+    # Programs have distinct ID rules (phone, card ranges): one taking the ID makes it valid.
+    valid = loyalty_id is not None and any(
         scan_data.loyalty_id_accepted(p, loyalty_id) for p in programs
     )
-    saved = sum((Decimal(r["value"]) for r in rewards), ZERO)
     return {
         "loyalty_id_valid": valid,
         "display_text": _display_text(loyalty_id, valid, saved),
@@ -69,6 +74,74 @@ def evaluate_rewards(ctx: HostContext, device: Device, body: dict[str, Any]) -> 
         "receipt_lines": [f"You saved ${fmt_money(saved)} today"] if rewards else [],
         "prompt_for_loyalty": True,
     }
+
+
+def _fuel_rewards(
+    policy: dict[str, Any], lines: list[dict[str, Any]], loyalty_id: str
+) -> list[dict[str, Any]]:
+    """`fuel` programs: cents per gallon on every fuel line, for up to `max_units` gallons. A
+    prepay line has no quantity yet: the reward goes out anyway (host-api.md 1.1, "Fuel")."""
+    rewards = []
+    for program in policy.get("programs") or []:
+        if program.get("kind") != "fuel" or not ids.takes(program, loyalty_id):
+            continue
+        discount = program.get("discount") or {}
+        for line in lines:
+            if line.get("kind") != "fuel" or line.get("status", "normal") != "normal":
+                continue
+            rewards.append(
+                {
+                    "reward_id": f"{program['program_id']}-{line['line_number']}",
+                    "target_line": line["line_number"],
+                    "method": "per_unit_off",
+                    "value": discount.get("value", "0.10"),
+                    "limit_quantity": discount.get("max_units"),
+                    "receipt_short": program.get("receipt_short", ""),
+                    "receipt_long": program.get("receipt_long", ""),
+                }
+            )
+    return rewards
+
+
+def _fuel_saving(reward: dict[str, Any], lines: list[dict[str, Any]]) -> Decimal:
+    """What a per-gallon reward saves once the gallons are known (nothing yet on a prepay)."""
+    line = next(x for x in lines if x.get("line_number") == reward["target_line"])
+    gallons = Decimal(str(line.get("quantity") or 0))
+    if reward.get("limit_quantity") is not None:
+        gallons = min(gallons, Decimal(reward["limit_quantity"]))
+    return (Decimal(reward["value"]) * gallons).quantize(Decimal("0.01"))
+
+
+def identify_customer(ctx: HostContext, device: Device, body: dict[str, Any]) -> dict[str, Any]:
+    """/v1/customers/identify: who the customer is and, under a points program, the balance
+    (1 point per whole currency unit finalized with the ID, at this host)."""
+    policy = ctx.policies.render(device.site_id, ctx.clock())
+    loyalty_id = loyalty_value(body)
+    assert loyalty_id is not None  # checked by identify_problem
+    programs = [p for p in policy.get("programs") or [] if isinstance(p, dict)]
+    valid = any(ids.takes(p, loyalty_id) for p in programs)
+    answer: dict[str, Any] = {
+        "loyalty_id_valid": valid,
+        "display_text": "Welcome back" if valid else "Loyalty ID not valid",
+        "receipt_lines": [],
+        "prompt_for_loyalty": True,
+    }
+    points_programs = [p for p in programs if p.get("kind") == "points"]
+    if valid and points_programs:
+        points, value = _balance(ctx, points_programs[0], loyalty_id)
+        answer["balance"] = {"points": str(points), "value": fmt_money(value)}
+        answer["display_text"] = f"Welcome: {points:,} points"
+        answer["receipt_lines"] = [f"You have {points:,} points (${fmt_money(value)})"]
+    return answer
+
+
+def _balance(ctx: HostContext, program: dict[str, Any], loyalty_id: str) -> tuple[int, Decimal]:
+    earn, redeem = program.get("earn") or {}, program.get("redeem") or {}
+    per = Decimal(str(earn.get("per_currency", "1")))
+    spent = ctx.store.finalized_total(loyalty_key(loyalty_id))
+    points = int(spent // per) * int(Decimal(str(earn.get("points", "1"))))
+    worth = Decimal(str(redeem.get("value", "0"))) / Decimal(str(redeem.get("points", "100")))
+    return points, points * worth
 
 
 def _date_or_none(value: Any) -> date | None:

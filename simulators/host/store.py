@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 COMMAND_TYPES = (
@@ -82,6 +83,9 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS rewards_requests (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, received_at TEXT NOT NULL,
     body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS identify_requests (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, received_at TEXT NOT NULL,
+    body TEXT NOT NULL);
 """
 
 _TABLES = (
@@ -93,6 +97,7 @@ _TABLES = (
     "commands",
     "logs",
     "rewards_requests",
+    "identify_requests",
     "token_history",
     "batches",
 )
@@ -341,6 +346,16 @@ class HostStore:
             ).fetchone()
         return int(row[0])
 
+    def finalized_total(self, loyalty_key: str) -> Decimal:
+        """What the customer paid in finalized sales with this loyalty ID (points balances)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT json_extract(body, '$.final_total') FROM events"
+                " WHERE loyalty_key = ? AND event_type = 'finalize'",
+                (loyalty_key,),
+            ).fetchall()
+        return sum((Decimal(str(r[0])) for r in rows if r[0] is not None), Decimal(0))
+
     def events(self) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(
@@ -377,15 +392,27 @@ class HostStore:
         return [{**r, "resend": bool(r["resend"]), "keys": json.loads(r["keys"])} for r in rows]
 
     def record_rewards_request(self, device_id: str, body: Any) -> None:
+        self._record_body("rewards_requests", device_id, body)
+
+    def rewards_requests(self) -> list[dict[str, Any]]:
+        return self._bodies("rewards_requests")
+
+    def record_identify_request(self, device_id: str, body: Any) -> None:
+        self._record_body("identify_requests", device_id, body)
+
+    def identify_requests(self) -> list[dict[str, Any]]:
+        return self._bodies("identify_requests")
+
+    def _record_body(self, table: str, device_id: str, body: Any) -> None:
         with self._lock, self._db:
             self._db.execute(
-                "INSERT INTO rewards_requests (device_id, received_at, body) VALUES (?, ?, ?)",
+                f"INSERT INTO {table} (device_id, received_at, body) VALUES (?, ?, ?)",
                 (device_id, _now(), _dump(body)),
             )
 
-    def rewards_requests(self) -> list[dict[str, Any]]:
+    def _bodies(self, table: str) -> list[dict[str, Any]]:
         with self._lock:
-            rows = self._db.execute("SELECT body FROM rewards_requests ORDER BY seq").fetchall()
+            rows = self._db.execute(f"SELECT body FROM {table} ORDER BY seq").fetchall()
         return [json.loads(row["body"]) for row in rows]
 
     def record_heartbeat(self, device_id: str, body: dict[str, Any]) -> None:

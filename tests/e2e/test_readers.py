@@ -172,7 +172,7 @@ def test_a_card_matching_no_programs_range_is_refused_at_the_reader(
     box = _box_with_reader(make_box, card_host, reader)
     doc = box.policies.current()
     assert doc is not None  # the signed policy, with Centegra's card numbers, is in force
-    assert [p.get("card") for p in doc["programs"]] == [None, CENTEGRA["card"]]
+    assert [p.get("card") for p in doc["programs"]][-1] == CENTEGRA["card"]
 
     for reads, frame in enumerate([b"%62000000?;62000000?\r", b"%ABCD1234EF?\r"], start=1):
         state = _swiped(box, reader, frame, reads)
