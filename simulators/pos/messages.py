@@ -97,6 +97,34 @@ def fuel_line(
     )
 
 
+def prepay_line(n: int, grade: str, position: str, amount: Number, price: Number) -> Line:
+    """A prepay (or pay-at-the-pump authorisation) before fueling, as pos-loyalty-interface.md
+    "Fuel rewards" describes it: the grade's price and the amount, no quantity yet."""
+    return Line(
+        line_number=n,
+        kind="fuel",
+        description=f"FUEL GRADE {grade} PREPAY",
+        grade=grade,
+        fuel_position=position,
+        unit_price=_dec(price),
+        amount=to_cents(_dec(amount)),
+        prepay=True,
+    )
+
+
+def pump_transaction(
+    position: str, pos_transaction_id: str, lines: Iterable[Line], business_date: str | None = None
+) -> TransactionData:
+    """An outside sale at pump `position`: a FuelPositionID instead of a RegisterID."""
+    return TransactionData(
+        fuel_position_id=position,
+        pos_transaction_id=pos_transaction_id,
+        business_date=business_date,
+        outside_sale=True,
+        lines=list(lines),
+    )
+
+
 def tender_line(
     n: int, code: str, amount: Number, applied: dict[str, Decimal] | None = None
 ) -> Line:

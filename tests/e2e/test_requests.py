@@ -10,6 +10,7 @@ import pytest
 
 from app.box import Box
 from simulators import pos as sim
+from tests.openapi import host_request_schema, validate_host
 from tests.waiting import wait_for
 
 PHONE = "2142840123"
@@ -39,7 +40,11 @@ def _rewards_then_finalize(pos, counter, txn, loyalty_id=PHONE):
 
 
 def _events(host, kind):
-    return [e for e in host.store.events() if e["event"] == kind]
+    """The host's events of one kind; each body as docs/host-api.yaml documents it."""
+    events = [e for e in host.store.events() if e["event"] == kind]
+    for event in events:
+        validate_host(event["body"], host_request_schema("/v1/transactions"))
+    return events
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)

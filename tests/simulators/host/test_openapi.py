@@ -7,57 +7,30 @@ import gzip
 import json
 import re
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import openapi_spec_validator
 import pytest
 import requests
-import yaml
 
 from app.programs.ids import card_rule
 from tests import host_samples
 from tests.conftest import SHARED
 from tests.host_samples import CAMEL, item_line, pos_section, rewards_body
-from tests.openapi import json_schema
+from tests.openapi import (
+    HOST_API,
+    host_request_schema,
+    host_response_schema,
+    validate_host,
+    validate_host_named,
+)
 
-ROOT = Path(__file__).resolve().parents[3]
-SPEC = yaml.safe_load((ROOT / "docs" / "host-api.yaml").read_text(encoding="utf-8"))
+SPEC = HOST_API
+validate, validate_named = validate_host, validate_host_named
+request_schema, response_schema = host_request_schema, host_response_schema
 DEMO = "D-DEMO"
 AUTH = {"Authorization": "Bearer demo-token"}
-
-
-COMPONENTS = json_schema(SPEC["components"])
-
-
-def _lookup(ref: str) -> Any:
-    node: Any = SPEC
-    for part in ref.removeprefix("#/").split("/"):
-        node = node[part]
-    return node
-
-
-def validate(instance: Any, schema: dict[str, Any]) -> None:
-    root = {**json_schema(schema), "components": COMPONENTS}
-    jsonschema.Draft202012Validator(root).validate(instance)
-
-
-def validate_named(instance: Any, name: str) -> None:
-    validate(instance, {"$ref": f"#/components/schemas/{name}"})
-
-
-def response_schema(path: str, method: str, status: int) -> dict[str, Any]:
-    responses = SPEC["paths"][path][method]["responses"]
-    assert str(status) in responses or status >= 500, f"{method} {path}: {status} not documented"
-    response = responses.get(str(status)) or responses["default"]
-    if "$ref" in response:
-        response = _lookup(response["$ref"])
-    return response["content"]["application/json"]["schema"]
-
-
-def request_schema(path: str, method: str) -> dict[str, Any]:
-    return SPEC["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]
 
 
 def check(reply: requests.Response, path: str, method: str, status: int) -> Any:
@@ -151,6 +124,8 @@ def test_examples_of_host_api_md_match_the_schemas():
     validate(request, request_schema("/v1/rewards", "post"))
     validate(answer, response_schema("/v1/rewards", "post", 200))
     validate({**request, **event_extra}, request_schema("/v1/transactions", "post"))
+    identified = next(b for b in blocks if "balance" in b)
+    validate(identified, response_schema("/v1/customers/identify", "post", 200))
 
 
 def test_schemas_reject_floats_for_money():
@@ -209,6 +184,24 @@ def test_rewards_answers_match(http, host):
     check(http.post(host.url + path, json=rewards_request(None), headers=AUTH), path, "post", 200)
     check(http.post(host.url + path, json=rewards_request()), path, "post", 401)
     check(http.post(host.url + path, json={"device_id": DEMO}, headers=AUTH), path, "post", 422)
+
+
+def test_identify_answers_match(http, host):
+    path = "/v1/customers/identify"
+    body = {
+        "device_id": DEMO,
+        "site_id": "S-1001",
+        "session_id": "LS-9",
+        "pos": pos_section(pos_transaction_id=None),
+        "loyalty_id": {"value": "5124671234", "entry_method": "manual"},
+        "purpose": "begin_customer",
+    }
+    validate(body, request_schema(path, "post"))  # what the box sends
+    answer = check(http.post(host.url + path, json=body, headers=AUTH), path, "post", 200)
+    assert answer["balance"] == {"points": "0", "value": "0.00"}
+    bad = {**body, "purpose": "gossip"}
+    check(http.post(host.url + path, json=bad, headers=AUTH), path, "post", 422)
+    check(http.post(host.url + path, json=body), path, "post", 401)
 
 
 def test_transaction_answers_match(http, host):
