@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import ROUND_DOWN, Decimal
 
 from app.money import ZERO
 from app.pos.model import Line, Response, Reward
 from simulators.pos.client import PosClient
-from simulators.pos.display import money, what
-from simulators.pos.messages import cancel, fuel_line, item_line
+from simulators.pos.display import money, price, what
+from simulators.pos.messages import (
+    cancel,
+    fuel_line,
+    get_rewards,
+    item_line,
+    prepay_line,
+    pump_transaction,
+    tender_line,
+)
+from simulators.pos.messages import finalize as finalize_request
 from simulators.pos.register import Out, Sale, ScriptResult
 
 Script = Callable[[PosClient, Out], ScriptResult]
@@ -104,10 +114,49 @@ def _describe(response: Response) -> str:
     return f"{response.stem}Response, LoyaltySequenceID {lsid}, {lines} receipt line(s)"
 
 
+def prepay_at_the_pump(client: PosClient, out: Out) -> ScriptResult:
+    """Pay at the pump: the customer keys a phone number at pump 3 and prepays $40 of regular.
+    The cents-per-gallon reward must reach the pump before the nozzle is lifted: Passport rolls
+    the price back; EPS cannot carry it before fueling (the box tells the host it was dropped)."""
+    sale = Sale(client, out)
+    pump, prepaid, full = "3", Decimal("40.00"), Decimal("3.459")
+    line = prepay_line(1, "001", pump, prepaid, full)
+    out(f"Pump {pump}: customer keys 2142840127 and prepays {money(prepaid)} of regular")
+    txn = pump_transaction(pump, sale.pos_transaction_id, [line], sale.business_date)
+    head = sale.head(register=pump, transaction_id=sale.pos_transaction_id)
+    answer = sale.send(get_rewards(head, txn, "2142840127"))
+    roll_back = next((r for r in answer.add_rewards if r.method == "newPrice"), None)
+    unit = roll_back.value if roll_back else full
+    limit = Decimal(roll_back.limit_quantity or 0) if roll_back else Decimal(0)
+    if roll_back:
+        shown = price(unit.normalize())
+        out(f"Pump display: {shown}/gal (was {price(full)}) for up to {limit} gal")
+    else:
+        out(f"Pump display: {price(full)}/gal (no per-gallon discount before fueling here)")
+    # The pump stops at the prepaid amount: the discounted gallons first, then full price.
+    cheap = min(limit, (prepaid / unit).quantize(Decimal("0.001"), ROUND_DOWN)) if roll_back else 0
+    gallons = cheap + ((prepaid - cheap * unit) / full).quantize(Decimal("0.001"), ROUND_DOWN)
+    saved = ((full - unit) * cheap).quantize(Decimal("0.01"))
+    out(f"Fueling done: {gallons} gal for {money(prepaid)}")
+    line.quantity = gallons
+    if roll_back:
+        line.applied_rewards[roll_back.reward_id] = saved
+    txn.lines.append(tender_line(2, "credit", prepaid))
+    head = sale.head(register=pump, transaction_id=sale.pos_transaction_id)
+    head.loyalty_sequence_id = answer.header.loyalty_sequence_id
+    done = sale.send(finalize_request(head, txn, "2142840127", final_total=prepaid))
+    for receipt in done.receipt_lines:
+        out(f"Receipt: {receipt}")
+    if saved:
+        out(f"Receipt: You saved {money(saved)} on fuel")
+    return ScriptResult("prepay_at_the_pump", list(sale.responses), saved, prepaid)
+
+
 SCRIPTS: dict[str, Script] = {
     "tobacco_phone_sale": tobacco_phone_sale,
     "sale_without_loyalty": sale_without_loyalty,
     "changed_basket": changed_basket,
     "cancelled_sale": cancelled_sale,
     "finalize_resend": finalize_resend,
+    "prepay_at_the_pump": prepay_at_the_pump,
 }
