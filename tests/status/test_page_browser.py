@@ -294,3 +294,21 @@ def test_enrollment_state_is_shown(driver, online_site):
     assert "Enrollment: state\nenrolled" in driver.find_element(By.ID, "policy").text
     with pytest.raises(NoSuchElementException):
         driver.find_element(By.CSS_SELECTOR, ".flash")
+
+
+def test_the_page_says_what_each_pos_was_last_told(driver, online_site):
+    """The FAQ's "Is Loyalty Host Online on the Passport?": answered from the box's last
+    GetLoyaltyOnlineStatus answer to each POS."""
+    site = online_site
+    driver.get(site.url + "/")
+    pos_text = driver.find_element(By.ID, "pos").text
+    assert "No POS has asked whether the loyalty host is online yet." in pos_text
+    counter = sim.SequenceCounter()
+    with sim.PosClient("127.0.0.1", site.box.pos_server.port) as pos:
+        assert pos.send(sim.online_status(counter.next())).prompt_for_loyalty is True
+    driver.get(site.url + "/")
+    pos_text = driver.find_element(By.ID, "pos").text
+    assert "What each POS was last told (Is Loyalty Host Online?)" in pos_text
+    assert "127.0.0.1 Gilbarco 12.23.03.02" in pos_text
+    assert "online: prompt for loyalty" in pos_text
+    screenshot(driver, "status-pos-told.png")
