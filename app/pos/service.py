@@ -449,7 +449,7 @@ class LoyaltyService:
         # Claimed before it is journaled: the outbox must not send it while we do.
         self.outbox.claim(event_id)
         try:
-            self._journal_event(event_id, body, session, kept)
+            self._journal_event(event_id, body, kept)
         except BaseException:
             self.outbox.release(event_id)
             raise
@@ -466,7 +466,7 @@ class LoyaltyService:
         if session is not None:
             event_id = self._event_id("cancel", request, session)
             body = self._event_body("cancel", request, session)
-            self._journal_event(event_id, body, session, kept)
+            self._journal_event(event_id, body, kept)
             self.outbox.wake()
         else:  # nothing was granted in a session the box does not know: nothing to report
             self.journal.settle(kept.id, "no_event")
@@ -477,7 +477,7 @@ class LoyaltyService:
         earlier = self._earlier_answer(event_id, request, kept)
         if earlier is not None:
             return Handled(earlier)
-        self._journal_event(event_id, self._event_body("reverse", request, None), None, kept)
+        self._journal_event(event_id, self._event_body("reverse", request, None), kept)
         self.journal.set_answer(event_id, {"receipt_lines": []})
         self.outbox.wake()
         return Handled(_answer(request))
@@ -510,8 +510,7 @@ class LoyaltyService:
             "occurred_at": now_rfc3339(),
             "recorded_at": now_rfc3339(),
         }
-        self._journal_plain_event(event_id, body, kept)
-        return Handled(_answer(request))
+        return self._not_a_sale(event_id, body, kept, request)
 
     def _end_period(self, request: Request, deadline: float, kept: Kept) -> Handled:
         """The POS closes a business period: an `end_period` event describing the period that
@@ -542,24 +541,15 @@ class LoyaltyService:
             "occurred_at": closed.end if closed.end and closed.end < "2100" else now_rfc3339(),
             "recorded_at": now_rfc3339(),
         }
-        self._journal_plain_event(event_id, body, kept)
-        return Handled(_answer(request))
+        return self._not_a_sale(event_id, body, kept, request)
 
-    def _journal_plain_event(self, event_id: str, body: dict[str, Any], kept: Kept) -> None:
-        """An event that is not a sale (no discount, no per-ID limit): committed, settling its
-        kept request, before the POS is answered; the outbox delivers it."""
-        loyalty = body.get("loyalty_id") or {}
-        self.journal.add_event(
-            event_id,
-            body["event"],
-            body,
-            loyalty_key=_loyalty_key(loyalty.get("value")),
-            day=self.today().isoformat(),
-            received_id=kept.id,
-        )
-        self.journal.set_answer(event_id, {"receipt_lines": []})
-        self.counters.add(f"events.journaled.{body['event']}")
+    def _not_a_sale(
+        self, event_id: str, body: dict[str, Any], kept: Kept, request: Request
+    ) -> Handled:
+        """No discount, no per-ID limit, nothing to print: answered once it is committed."""
+        self._journal_event(event_id, body, kept, answer={"receipt_lines": []})
         self.outbox.wake()
+        return Handled(_answer(request))
 
     # ---- transaction events -------------------------------------------------------------
 
@@ -606,20 +596,21 @@ class LoyaltyService:
         return transaction_body(base, event, request, applied, decision)
 
     def _journal_event(
-        self, event_id: str, body: dict[str, Any], session: Session | None, kept: Kept
+        self, event_id: str, body: dict[str, Any], kept: Kept, answer: dict[str, Any] | None = None
     ) -> None:
         """Commit the event (settling its kept request) before the POS is answered; the outbox
         delivers it if we do not."""
-        discount = sum((Decimal(r["amount"]) for r in body["rewards_applied"]), ZERO)
+        discount = sum((Decimal(r["amount"]) for r in body.get("rewards_applied", [])), ZERO)
         loyalty = body.get("loyalty_id") or {}
         self.journal.add_event(
             event_id,
             body["event"],
             body,
+            answer=answer,
             loyalty_key=_loyalty_key(loyalty.get("value")),
             day=self.today().isoformat(),
             discount=discount,
-            origin=body["decision"]["origin"],
+            origin=(body.get("decision") or {}).get("origin", "host"),
             received_id=kept.id,
         )
         self.counters.add(f"events.journaled.{body['event']}")

@@ -124,33 +124,28 @@ def _install_contract_routes(app: Flask, ctx: HostContext) -> None:
         key = request.headers.get("Idempotency-Key")
         return answer(ctx.store.once("enroll", key, json_hash(body), handle))
 
-    @app.post("/v1/rewards")
-    def rewards() -> Any:
+    def synchronous(record, problem_of, decide) -> Any:
+        """A call the POS waits for: recorded even when faulting (tests read what the box
+        sent), then the fault knob, the body check and the decision."""
         body = json_body()
         if body is None:
             return error(400, "invalid_json", "expected an application/json body")
-        ctx.store.record_rewards_request(g.device.device_id, body)  # even when faulting
+        record(g.device.device_id, body)
         fault = apply_fault(ctx)
         if fault:
             return fault
-        problem = rewards_problem(body)
+        problem = problem_of(body)
         if problem:
             return error(422, "invalid_request", problem)
-        return jsonify(evaluate_rewards(ctx, g.device, body))
+        return jsonify(decide(ctx, g.device, body))
+
+    @app.post("/v1/rewards")
+    def rewards() -> Any:
+        return synchronous(ctx.store.record_rewards_request, rewards_problem, evaluate_rewards)
 
     @app.post("/v1/customers/identify")
     def identify() -> Any:
-        body = json_body()
-        if body is None:
-            return error(400, "invalid_json", "expected an application/json body")
-        ctx.store.record_identify_request(g.device.device_id, body)
-        fault = apply_fault(ctx)
-        if fault:
-            return fault
-        problem = identify_problem(body)
-        if problem:
-            return error(422, "invalid_request", problem)
-        return jsonify(identify_customer(ctx, g.device, body))
+        return synchronous(ctx.store.record_identify_request, identify_problem, identify_customer)
 
     @app.post("/v1/transactions")
     def transaction() -> Any:
