@@ -116,13 +116,9 @@ def pump_transaction(
     position: str, pos_transaction_id: str, lines: Iterable[Line], business_date: str | None = None
 ) -> TransactionData:
     """An outside sale at pump `position`: a FuelPositionID instead of a RegisterID."""
-    return TransactionData(
-        fuel_position_id=position,
-        pos_transaction_id=pos_transaction_id,
-        business_date=business_date,
-        outside_sale=True,
-        lines=list(lines),
-    )
+    txn = transaction("", pos_transaction_id, lines, business_date, outside_sale=True)
+    txn.register_id, txn.fuel_position_id = None, position
+    return txn
 
 
 def tender_line(

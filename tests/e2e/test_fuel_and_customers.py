@@ -33,11 +33,16 @@ def _pay(pos, counter, answer, txn, loyalty_id=PHONE):
     return pos.send(sim.finalize(head, txn, loyalty_id))
 
 
+def _prepay_at_pump_3(counter):
+    """$40 of regular prepaid at pump 3: the grade's price, no gallons yet."""
+    prepay = sim.prepay_line(1, "001", "3", "40.00", "3.459")
+    return sim.pump_transaction("3", counter.new_transaction(), [prepay], "2026-11-23")
+
+
 def test_passport_gets_the_per_gallon_reward_of_a_prepay_before_fueling(reference_host, make_box):
     box = make_box(reference_host.url)
     counter = sim.SequenceCounter()
-    prepay = sim.prepay_line(1, "001", "3", "40.00", "3.459")
-    txn = sim.pump_transaction("3", counter.new_transaction(), [prepay], "2026-11-23")
+    txn = _prepay_at_pump_3(counter)
     with sim.PosClient("127.0.0.1", box.pos_server.port, "passport") as pos:
         answer = pos.send(sim.get_rewards(counter.next(), txn, PHONE))
         # Before the nozzle is lifted: a price roll-back for up to 20 gallons.
@@ -64,8 +69,7 @@ def test_eps_cannot_take_a_prepays_per_gallon_reward_and_the_host_hears_it(
 ):
     box = make_box(reference_host.url)
     counter = sim.SequenceCounter()
-    prepay = sim.prepay_line(1, "001", "3", "40.00", "3.459")
-    txn = sim.pump_transaction("3", counter.new_transaction(), [prepay], "2026-11-23")
+    txn = _prepay_at_pump_3(counter)
     with sim.PosClient("127.0.0.1", box.pos_server.port, "eps") as pos:
         answer = pos.send(sim.get_rewards(counter.next(), txn, PHONE))
         assert answer.add_rewards == []
