@@ -10,7 +10,6 @@ them down in reverse; `run()` is the process's main loop under systemd.
 
 from __future__ import annotations
 
-import errno
 import logging
 import signal
 import sqlite3
@@ -37,6 +36,7 @@ from app.pos.service import LoyaltyService
 from app.pos.sessions import SessionStore
 from app.readers import ReaderService
 from app.retention import Retention
+from app.start_errors import StartError, cannot_listen
 from app.status.actions import BoxControls
 from app.status.listener import StatusListener
 from app.status.source import StatusSource
@@ -49,41 +49,12 @@ HOUSEKEEPING_S = 5.0
 LAST_HOST_CONTACT = "host_last_ok_at"  # journal state key, read by the offline engine
 
 
-class StartError(Exception):
-    """Why the box cannot start, and the setting (`key`) that fixes it: the CLI names it in the
-    configuration file, the demo its own option."""
-
-    def __init__(self, problem: str, remedy: str, key: str) -> None:
-        super().__init__(problem)
-        self.problem = problem
-        self.remedy = remedy
-        self.key = key
-
-    def advice(self, setting: str) -> str:
-        """'<problem>. <remedy> with <setting>.'; `setting` says where `key` is changed."""
-        return f"{self.problem}. {self.remedy} with {setting}."
-
-
-def bind_problem(what: str, address: str, error: OSError) -> str:
-    """'the POS listener cannot open 127.0.0.1:9000: port 9000 is in use (...)'."""
-    host, _, port = address.rpartition(":")
-    reasons = {
-        errno.EADDRINUSE: f"port {port} is in use (another program, or another connectbox, "
-        "listens there)",
-        errno.EACCES: f"no permission for port {port} (ports below 1024 need privileges)",
-        errno.EADDRNOTAVAIL: f"this machine has no address {host.strip('[]')}",
-    }
-    reason = reasons.get(error.errno or 0, error.strerror or str(error))
-    return f"the {what} cannot open {address}: {reason}"
-
-
 @contextmanager
 def _listener(name: str, key: str, listen: Listen) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        remedy = "Stop the other program, or choose another port"
-        raise StartError(bind_problem(f"{name} listener", str(listen), exc), remedy, key) from exc
+        raise cannot_listen(f"{name} listener", str(listen), exc, key) from exc
 
 
 def announces(mdns: bool | None, image: dict[str, Any]) -> bool:

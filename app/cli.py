@@ -159,7 +159,8 @@ def _run(config_arg: str | None) -> int:
     if config is None:
         return 2
     setup_logging(config.log.level)
-    from app.box import Box, StartError
+    from app.box import Box
+    from app.start_errors import StartError
 
     try:
         box = Box(config)

@@ -16,7 +16,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from app.box import Box, StartError, bind_problem
+from app.box import Box
 from app.config import (
     Choice,
     Config,
@@ -30,6 +30,7 @@ from app.config import (
     declared,
 )
 from app.logs import setup_logging
+from app.start_errors import StartError, cannot_listen
 from simulators.host.keys import TEST_KEY_ID, TEST_PUBLIC_KEY_B64
 from simulators.host.runner import start_in_thread
 from simulators.host.store import DEMO_DEVICE
@@ -64,8 +65,8 @@ def run_demo(pos_port: int, status_port: int, host_port: int, once: bool = False
     try:
         host = start_in_thread("127.0.0.1", host_port)
     except OSError as exc:
-        problem = bind_problem("reference host", f"127.0.0.1:{host_port}", exc)
-        print(f"demo: {problem}. Stop the other program, or choose another port with --host-port.")
+        address = f"127.0.0.1:{host_port}"
+        print(f"demo: {cannot_listen('reference host', address, exc, '--host-port').advice()}")
         return 1
     data_dir = Path(tempfile.mkdtemp(prefix="connectbox-demo-"))
     try:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.box import bind_problem
 from app.config import parse_listen
 from app.logs import setup_logging
+from app.start_errors import cannot_listen
 from simulators.host.runner import serve
 
 
@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         serve(address.host, address.port, store_path=args.db, policy_path=args.policy)
     except OSError as exc:
-        problem = bind_problem("reference host", str(address), exc)
-        print(f"host-sim: {problem}. Stop the other program, or choose another with --listen.")
+        busy = cannot_listen("reference host", str(address), exc, "--listen")
+        print(f"host-sim: {busy.advice()}")
         return 1
     return 0
 
