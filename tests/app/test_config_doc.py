@@ -11,6 +11,7 @@ import pytest
 
 from app.cli import main
 from app.config import (
+    PROVIDER_KEYS,
     Bindings,
     Config,
     ConfigError,
@@ -121,3 +122,19 @@ def test_config_check_prints_the_settings_in_effect_with_secrets_masked(tmp_path
     assert again == loaded
     assert main(["config", "check", str(tmp_path / "missing.toml")]) == 2
     assert "no configuration file at" in capsys.readouterr().err
+
+
+def test_every_key_the_docs_name_is_declared():
+    """`[section] key` in the prose of the docs and the README names a real key (a renamed or
+    removed key would leave a stale one); the provider's keys are checked as the provider's."""
+    root = DOC.parent.parent
+    named = re.compile(r"(?<!\[)\[([a-z]+(?:\.[a-z]+)?)\] ([a-z_][a-z_.]*[a-z_])")
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for line in path.read_text().splitlines():
+            if "unknown key" in line:  # an error message the docs show, typo included
+                continue
+            for place, name in named.findall(line):
+                if place == "provider":
+                    assert name in PROVIDER_KEYS, f"{path.name}: [provider] {name}"
+                elif place in tables():
+                    assert name in table_keys(tables()[place]), f"{path.name}: [{place}] {name}"
