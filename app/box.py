@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from app import __version__, systemd
-from app.config import Config
+from app.config import Config, Listen
 from app.host.payload import Identity
 from app.host.relay import HostRelay
 from app.journal import Journal
@@ -33,6 +36,7 @@ from app.pos.service import LoyaltyService
 from app.pos.sessions import SessionStore
 from app.readers import ReaderService
 from app.retention import Retention
+from app.start_errors import StartError, cannot_listen
 from app.status.actions import BoxControls
 from app.status.listener import StatusListener
 from app.status.source import StatusSource
@@ -43,6 +47,20 @@ from provisioning.link import HostLink
 log = logging.getLogger("connectbox")
 HOUSEKEEPING_S = 5.0
 LAST_HOST_CONTACT = "host_last_ok_at"  # journal state key, read by the offline engine
+
+
+@contextmanager
+def _listener(name: str, key: str, listen: Listen) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise cannot_listen(f"{name} listener", str(listen), exc, key) from exc
+
+
+def announces(mdns: bool | None, image: dict[str, Any]) -> bool:
+    """[network] mdns; not set: only in the Connect Box image, never from a developer's
+    machine (it would announce a stray box on the office network)."""
+    return mdns if mdns is not None else bool(image.get("slot") or image.get("variant"))
 
 
 class Box:
@@ -57,8 +75,16 @@ class Box:
         self.host_client = self.link.client
         self.relay = HostRelay(self.link, hedge_s=config.host.hedge_ms / 1000)
         data_dir = config.storage.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(data_dir / "journal.db")
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            self.journal = Journal(data_dir / "journal.db")
+        except (OSError, sqlite3.Error) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise StartError(
+                f"cannot use the data directory {data_dir}: {reason}",
+                "Choose a folder this user can write (or run as the connectbox user)",
+                "[storage] data_dir",
+            ) from exc
         self.outbox = Outbox(self.journal, self.link)
         self.retention = Retention(self.journal, days=config.storage.retention_days)
         self.policies = PolicyManager(
@@ -103,17 +129,18 @@ class Box:
         self._stopped = threading.Event()
         self._housekeeping: threading.Thread | None = None
         listen = config.pos.listen
-        self.pos_server = PosServer(
-            (listen.host, listen.port),
-            self.service,
-            dialect=config.pos.dialect,
-            max_frame=config.pos.max_frame_bytes,
-            idle_timeout_s=config.pos.idle_timeout_s,
-            frame_deadline_s=config.pos.frame_deadline_s,
-            max_connections=config.pos.max_connections,
-            # Long enough for a request waiting on the host to be answered at its deadline.
-            drain_s=config.host.deadline_ms / 1000 + 2.0,
-        )
+        with self._closing_on_error(), _listener("POS", "[pos] listen", listen):
+            self.pos_server = PosServer(
+                (listen.host, listen.port),
+                self.service,
+                dialect=config.pos.dialect,
+                max_frame=config.pos.max_frame_bytes,
+                idle_timeout_s=config.pos.idle_timeout_s,
+                frame_deadline_s=config.pos.frame_deadline_s,
+                max_connections=config.pos.max_connections,
+                # Long enough for a request waiting on the host to be answered at its deadline.
+                drain_s=config.host.deadline_ms / 1000 + 2.0,
+            )
         self.status_source = StatusSource(
             started_at=time.time(),
             os_image=os_image(),  # the root slot it booted from does not change while it runs
@@ -157,9 +184,21 @@ class Box:
         )
         status = config.status.listen
         app = create_app(self.status_source, self.controls)
-        self.status_server = StatusListener(app, status.host, status.port)
+        with self._closing_on_error(), _listener("status", "[status] listen", status):
+            self.status_server = StatusListener(app, status.host, status.port)
         self._closed = False
         self.restart_requested = False
+
+    @contextmanager
+    def _closing_on_error(self) -> Iterator[None]:
+        """A box that cannot be built releases what it opened (the POS port, the journal)."""
+        try:
+            yield
+        except BaseException:
+            if hasattr(self, "pos_server"):
+                self.pos_server.server_close()
+            self.journal.close()
+            raise
 
     @property
     def status_port(self) -> int:
@@ -181,7 +220,7 @@ class Box:
         self.service.settle_unsettled()  # requests kept before a crash, before any POS talks
         self.pos_server.start()
         self.network.start()
-        if self.config.network.mdns:
+        if announces(self.config.network.mdns, self.status_source.os_image):
             self.announcer = Announcer(
                 self.config.host.device_id, __version__, self.pos_server.port, self.status_port
             )

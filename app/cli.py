@@ -5,20 +5,53 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib.metadata import entry_points
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from app import __version__
 
+if TYPE_CHECKING:
+    from app.config import Config
 
-def main(argv: list[str] | None = None) -> int:
+
+CONFIG_HELP = "TOML file (default $CONNECTBOX_CONFIG, else /etc/connectbox/connectbox.toml)"
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, AddedCommand | None]]:
+    """The `connectbox` parser, and every command by name: the one an installed distribution
+    adds, or None for the box's own."""
     parser = argparse.ArgumentParser(prog="connectbox", description="Connect Box loyalty host")
     parser.add_argument("--version", action="version", version=f"connectbox {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run the box service")
-    run.add_argument(
-        "--config", help="TOML file (default $CONNECTBOX_CONFIG or /etc/connectbox/connectbox.toml)"
+    run = commands.add_parser(
+        "run",
+        help="run the box service",
+        description="Run the box service until SIGTERM or Ctrl-C.",
+        epilog="No configuration yet? connectbox config example prints a commented one; "
+        "docs/configuration.md describes every setting.",
     )
+    run.add_argument("--config", metavar="PATH", help=CONFIG_HELP)
+
+    config = commands.add_parser(
+        "config",
+        help="print a commented example configuration, or check one",
+        description="The configuration file: an example written from the declarations the "
+        "service checks it with, or a check of a file with the settings in effect.",
+    )
+    actions = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser(
+        "example",
+        help="print a commented example (every key, its default and meaning)",
+        description="Print a commented example configuration: every key with its default and "
+        "meaning. Start from it: connectbox config example > connectbox.toml",
+    )
+    check = actions.add_parser(
+        "check",
+        help="check a file; print the settings in effect (secrets masked)",
+        description="Check a configuration file as connectbox run does, then print the "
+        "settings in effect, defaults included (token, PIN and claim code masked).",
+    )
+    check.add_argument("path", nargs="?", metavar="PATH", help=CONFIG_HELP)
 
     enroll = commands.add_parser("enroll", help="enroll this box with the provider (claim code)")
     enroll.add_argument(
@@ -26,29 +59,45 @@ def main(argv: list[str] | None = None) -> int:
         help="the claim code from the box label (default: the "
         "configuration's, else /etc/connectbox/claim)",
     )
-    enroll.add_argument("--config", help="the service's TOML file (host URL, data directory)")
+    enroll.add_argument(
+        "--config", metavar="PATH", help="the service's TOML file (host URL, data directory)"
+    )
     enroll.add_argument("--force", action="store_true", help="enroll again (a revoked token)")
     enroll.add_argument("--wait", type=float, default=0, help="keep trying this many seconds")
 
     readers = commands.add_parser("readers", help="list card readers, their state and last read")
-    readers.add_argument("--config", help="the service's TOML file (to find its status port)")
+    readers.add_argument(
+        "--config", metavar="PATH", help="the service's TOML file (to find its status port)"
+    )
 
-    # Tools with their own options, handed the rest of the command line: the card tool, and the
-    # commands other installed distributions add (the simulators'; none in a production image).
-    commands.add_parser("card", help=CARD_HELP, add_help=False)
+    # Tools with their own options, handed the rest of the command line: the card decoder, and
+    # the commands other installed distributions add (the simulators'; none in a production
+    # image).
+    card = commands.add_parser("card", help=CARD_HELP, description=CARD_HELP, usage=CARD_USAGE)
+    card_actions = card.add_subparsers(dest="action", required=True, metavar="ACTION")
+    card_actions.add_parser("decode", help=DECODE_HELP, add_help=False)
     added = added_commands(exclude=set(commands.choices))
     for name, command in added.items():
         commands.add_parser(name, help=command.help, add_help=False)
+    return parser, {name: added.get(name) for name in commands.choices}
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser, commands = build_parser()
     args, rest = parser.parse_known_args(argv)
     if args.command == "card":
-        return _card(rest)
-    if args.command in added:
-        return added[args.command].main(rest)
+        from drivers.decoding.cli import main as decode
+
+        return decode(rest)
+    added = commands.get(args.command)
+    if added is not None:
+        return added.main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "run":
         return _run(args.config)
+    if args.command == "config":
+        return _config(args.action, getattr(args, "path", None))
     if args.command == "enroll":
         return _enroll(args)
     if args.command == "readers":
@@ -58,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-CARD_HELP = "card tools: `connectbox card decode` decodes one raw frame from stdin"
+CARD_HELP = "card tools: decode one raw card-reader frame (connectbox card decode --help)"
+DECODE_HELP = "decode one raw reader frame from stdin into a JSON verdict"
+CARD_USAGE = (
+    "connectbox card decode [--today YYYY-MM-DD] [--luhn] [--lrc] [--no-require-aim] < frame"
+)
 COMMAND_GROUP = "connectbox.commands"
 
 
@@ -88,33 +141,32 @@ def added_commands(exclude: set[str]) -> dict[str, AddedCommand]:
     return found
 
 
-def _card(rest: list[str]) -> int:
-    if not rest or rest[0] != "decode":
-        print(
-            "usage: connectbox card decode [--today YYYY-MM-DD] [--luhn] [--lrc] "
-            "[--no-require-aim] < frame",
-            file=sys.stderr,
-        )
-        return 2
-    from drivers.decoding.cli import main as decode
+def _load(config_arg: str | None) -> Config | None:
+    """The configuration `run` would use; None (the error said on stderr) when it is bad."""
+    from app.config import ConfigError, config_path, load_config
 
-    return decode(rest[1:])
+    try:
+        return load_config(config_path(config_arg))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
 
 
 def _run(config_arg: str | None) -> int:
-    from app.config import ConfigError, config_path, load_config
     from app.logs import setup_logging
 
-    try:
-        config = load_config(config_path(config_arg))
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = _load(config_arg)
+    if config is None:
         return 2
     setup_logging(config.log.level)
     from app.box import Box
+    from app.start_errors import StartError
 
     try:
         box = Box(config)
+    except StartError as exc:
+        print(f"cannot start: {exc.advice(f'{exc.key} in {config.source}')}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1
@@ -123,15 +175,25 @@ def _run(config_arg: str | None) -> int:
     return 75 if box.restart_requested else 0
 
 
+def _config(action: str, path: str | None) -> int:
+    from app.config_doc import effective, example
+
+    if action == "example":
+        print(example(), end="")
+        return 0
+    config = _load(path)
+    if config is None:
+        return 2
+    print(effective(config), end="")
+    return 0
+
+
 def _enroll(args: argparse.Namespace) -> int:
     """`connectbox enroll`: the service's own enrollment, from a shell, with its config."""
-    from app.config import ConfigError, config_path, load_config
     from provisioning.cli import enroll_main
 
-    try:
-        config = load_config(config_path(args.config))
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return 2
     argv = ["--url", config.host.url, "--data-dir", str(config.storage.data_dir)]
     claim = args.claim or config.provisioning.claim_code

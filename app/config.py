@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import difflib
 import logging
 import os
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -26,6 +27,7 @@ from urllib.parse import urlparse
 from provisioning.api import is_loopback_host
 
 DEFAULT_PATH = "/etc/connectbox/connectbox.toml"
+SETTINGS_HELP = "connectbox config example, docs/configuration.md"
 
 log = logging.getLogger("connectbox.config")
 T = TypeVar("T")
@@ -253,7 +255,7 @@ def read_table(table: type[T], raw: Any, place: str) -> T:
     keys = table_keys(table)
     for name in raw:
         if name not in keys:
-            raise _fail(place, name, "unknown key")
+            raise _fail(place, name, "unknown key" + _known(name, keys))
     values = {}
     for name, (attribute, key) in keys.items():
         if name in raw:
@@ -261,6 +263,13 @@ def read_table(table: type[T], raw: Any, place: str) -> T:
         elif key.required:
             raise _fail(place, name, "missing (required)")
     return table(**values)
+
+
+def _known(name: str, known: Iterable[str]) -> str:
+    """The fix for an unknown name: the declared one it was most likely meant to be, else all."""
+    names = list(known)
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(names)})"
 
 
 def _check(kind: Kind, value: Any, place: str, name: str) -> Any:
@@ -514,11 +523,14 @@ class BindEntry:
 
 @dataclass
 class NetworkConfig:
-    mdns: bool = setting(
-        True,
+    mdns: bool | None = setting(
+        None,
         Flag(),
         "Announce the box on the site network over mDNS (`_connectbox._tcp` on the POS port, "
-        "`_http._tcp` on the status page's), so a technician's phone or laptop finds it.",
+        "`_http._tcp` on the status page's), so a technician's phone or laptop finds it. Not set: "
+        "only in the Connect Box image, so that `connectbox run` on a developer's machine never "
+        "announces a stray box on the office network.",
+        shown="(`true` in the image)",
     )
     check_interval_s: int = setting(
         300,
@@ -599,12 +611,19 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         with open(path, "rb") as handle:
             raw = tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"config error: file {path} not found") from None
+        raise ConfigError(
+            f"config error: no configuration file at {path}. Give one with --config PATH (or "
+            "$CONNECTBOX_CONFIG); connectbox config example prints a commented one to start from, "
+            "and docs/configuration.md describes every setting."
+        ) from None
     except PermissionError:
         raise ConfigError(f"config error: file {path} cannot be read (permission denied)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config error: {path} is not valid TOML: {exc}") from None
-    config = parse_config(raw, base_dir=Path(path).parent)
+    try:
+        config = parse_config(raw, base_dir=Path(path).parent)
+    except ConfigError as exc:  # which file, and where every key is explained
+        raise ConfigError(f"{exc}\n  in {path}; every setting: {SETTINGS_HELP}") from None
     config.source = str(path)
     return config
 
@@ -613,7 +632,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
     sections = {name: table for name, table in tables().items() if "." not in name}
     for name in raw:
         if name not in sections:
-            raise _fail(name, "", "unknown section")
+            raise _fail(name, "", "unknown section" + _known(name, sections))
     config = Config(
         **{name: read_table(table, raw.get(name, {}), name) for name, table in sections.items()}
     )

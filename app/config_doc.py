@@ -1,4 +1,6 @@
-"""The key tables of docs/configuration.md, written from the declarations in app/config.py.
+"""What the declarations in app/config.py say to people: the key tables of
+docs/configuration.md, the commented example of `connectbox config example`, and the settings in
+effect that `connectbox config check` prints.
 
 Each table stands between `<!-- keys: <table> -->` and `<!-- /keys -->`; the prose around them
 is hand-written. `python -m app.config_doc` rewrites them in place; `--check` only says whether
@@ -10,18 +12,25 @@ from __future__ import annotations
 import json
 import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from app.config import (
     PROVIDER_KEYS,
     PROVIDER_READER_KEYS,
+    SETTINGS_HELP,
     Bindings,
+    Config,
+    Flag,
     Key,
+    Kind,
+    Url,
     declared,
     table_keys,
     tables,
 )
+from app.status.privacy import REDACTED, SECRET_KEYS
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 BLOCK = re.compile(r"(<!-- keys: (\S+) -->\n)(.*?)(<!-- /keys -->)", re.S)
@@ -29,17 +38,22 @@ BLOCK = re.compile(r"(<!-- keys: (\S+) -->\n)(.*?)(<!-- /keys -->)", re.S)
 
 def key_table(place: str) -> str:
     """One table's keys: name, default, and the doc with the bounds."""
-    overridden = {f"{p}.{k}": name for name, (p, k) in PROVIDER_KEYS.items()}
     defaults = tables()[place]()
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for name, (attribute, key) in table_keys(tables()[place]).items():
-        meaning = [key.doc, key.kind.bounds()]
-        provider = overridden.get(f"{place}.{name}")
-        if provider:
-            meaning.append(f"The provider's device config overrides it (`{provider}`).")
         default = _default(key, getattr(defaults, attribute))
-        rows.append(f"| `{name}` | {default} | {' '.join(m for m in meaning if m)} |")
+        rows.append(f"| `{name}` | {default} | {_meaning(place, name, key)} |")
     return "\n".join(rows) + "\n"
+
+
+def _meaning(place: str, name: str, key: Key) -> str:
+    """The key's doc, its bounds, and the provider's key that overrides it."""
+    meaning = [key.doc, key.kind.bounds()]
+    overridden = {f"{p}.{k}": name for name, (p, k) in PROVIDER_KEYS.items()}
+    provider = overridden.get(f"{place}.{name}")
+    if provider:
+        meaning.append(f"The provider's device config overrides it (`{provider}`).")
+    return " ".join(m for m in meaning if m)
 
 
 def provider_table() -> str:
@@ -83,6 +97,73 @@ def _default(key: Key, value: Any) -> str:
     return "—" if value in (None, "") else f"`{_toml(value)}`"
 
 
+# ---- the example and the settings in effect ------------------------------------------------
+
+# What an example shows for a key that has no default (the comment says it is not set).
+PLACEHOLDERS: dict[type[Kind], str] = {Url: '"https://loyalty.example.com"', Flag: "true"}
+
+
+def example() -> str:
+    """A commented configuration file: every table and key, its meaning, its default."""
+    lines = [
+        "# Connect Box configuration: a commented example, written from the declarations the",
+        "# service checks its file with. A key left commented out keeps its default (shown);",
+        '# one shown as "..." is not set. Check a file with: connectbox config check PATH',
+        "# Every setting in detail: docs/configuration.md",
+    ]
+    for place, table in tables().items():
+        defaults = table()
+        many = "." in place  # readers.bind: one table per reader, none by default
+        header = f"# [[{place}]]" if many else f"[{place}]"
+        lines += ["", header]
+        for name, (attribute, key) in table_keys(table).items():
+            meaning = _meaning(place, name, key) + (" Required." if key.required else "")
+            if lines[-1] != header:
+                lines.append("")
+            lines += textwrap.wrap(
+                meaning.replace("`", ""), 99, initial_indent="# ", subsequent_indent="# "
+            )
+            if isinstance(key.kind, Bindings):  # the table of its own just below
+                continue
+            value = getattr(defaults, attribute)
+            shown = _toml(value) if value not in (None, "") else _placeholder(key.kind)
+            line = f"{name} = {shown}"
+            lines.append(line if key.required and not many else f"# {line}")
+    return "\n".join(lines) + "\n"
+
+
+def _placeholder(kind: Kind) -> str:
+    return next((text for k, text in PLACEHOLDERS.items() if isinstance(kind, k)), '"..."')
+
+
+def effective(config: Config) -> str:
+    """The settings `config` holds, defaults included, as TOML; secrets masked."""
+    lines = [f"# {config.source}: valid. The settings in effect (secrets masked):"]
+    for place, table in tables().items():
+        if "." not in place:
+            lines += ["", f"[{place}]", *_settings(table, getattr(config, place))]
+    for binding in config.readers.bindings:  # app.readers.ReaderBinding
+        lines += ["", "[[readers.bind]]", *_settings(tables()["readers.bind"], binding)]
+    lines += ["", f"# Every setting in detail: {SETTINGS_HELP}"]
+    return "\n".join(lines) + "\n"
+
+
+def _settings(table: type, values: Any) -> list[str]:
+    lines = []
+    for name, (attribute, key) in table_keys(table).items():
+        if isinstance(key.kind, Bindings):  # its tables follow
+            continue
+        # A reader binding keeps its decoding keys in `options`.
+        value = getattr(values, attribute) if hasattr(values, attribute) else None
+        if value is None and hasattr(values, "options"):
+            value = getattr(values.options, attribute, None)
+        if value in (None, ""):
+            lines.append(f"# {name}: not set")
+        else:
+            lines.append(f"{name} = {_toml(REDACTED if name in SECRET_KEYS else value)}")
+    return lines
+
+
 def _toml(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -94,11 +175,15 @@ def _toml(value: Any) -> str:
         return "[" + ", ".join(_toml(item) for item in value) + "]"
     if isinstance(value, dict):
         return (
-            "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+            "{ " + ", ".join(f"{_toml_key(k)} = {_toml(v)}" for k, v in value.items()) + " }"
             if value
             else "{}"
         )
     return json.dumps(str(value))  # strings, paths, listen addresses
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
 
 
 def main(argv: list[str]) -> int:

@@ -297,6 +297,12 @@ class _Check:
                 f"the site firewall blocks port {self.port} to the host: ask the network "
                 f"provider to allow outgoing connections to {self.host} on port {self.port}",
             )
+        if isinstance(error, ConnectionRefusedError) and self.on_box:
+            raise _Failed(
+                f"connection to {shown} refused: nothing listens there on this machine",
+                f"the central host does not run on this machine's port {self.port}: start it, "
+                "or correct the host address in the box's settings ([host] url)",
+            )
         if isinstance(error, ConnectionRefusedError):
             raise _Failed(
                 f"connection to {shown} refused",
@@ -466,7 +472,9 @@ class _Check:
             raise _Failed(
                 f"HTTP request to {self.where} failed: {exc}", self._filtered_action()
             ) from exc
-        detail = f"HTTP {response.status} {response.reason}".rstrip()
+        # Any HTTP answer proves the web server is reached (the API layer checks the rest):
+        # worded so that a technician does not read "404 NOT FOUND" as the failure.
+        detail = f"the web server answered (HTTP {response.status})"
         date = response.getheader("Date")
         if date:
             try:
@@ -505,7 +513,7 @@ class _Check:
         status = response.status
         seen = f"GET {path}: HTTP {status}"
         if status in (200, 304):
-            return seen
+            return f"the host knows this box and takes its token ({seen})"
         if status == 401:
             raise _Failed(
                 f"{seen}: the host does not accept the box's token",

@@ -44,8 +44,10 @@ class PinGate:
         global_max_failures: int = GLOBAL_MAX_FAILURES,
         lockout_s: float = LOCKOUT_S,
         clock: Callable[[], float] = time.monotonic,
+        config_file: str = "",
     ) -> None:
         self._pin = pin.encode() if pin else None
+        self.disabled_message = disabled_message(config_file)
         self.max_failures = max_failures
         self.global_max_failures = global_max_failures
         self.lockout_s = lockout_s
@@ -68,7 +70,7 @@ class PinGate:
 
     def check(self, client: str, attempt: str | None) -> PinCheck:
         if self._pin is None:
-            return PinCheck(False, DISABLED_MESSAGE)
+            return PinCheck(False, self.disabled_message)
         left = self.locked_for(client)
         if left:
             return PinCheck(False, f"Too many wrong PINs: actions are locked for {_minutes(left)}.")
@@ -112,10 +114,14 @@ class PinGate:
                 del self._clients[client]
 
 
-DISABLED_MESSAGE = (
-    "Technician actions are disabled: no site PIN is configured. Set `pin` in the [status] "
-    "section of /etc/connectbox/connectbox.toml and restart the service."
-)
+def disabled_message(config_file: str) -> str:
+    """What the page says without a PIN, naming the file the box really read ("<demo>" and
+    "<built-in>" are no file)."""
+    where = config_file if config_file and not config_file.startswith("<") else ""
+    return (
+        "Technician actions are disabled: no site PIN is configured. Set pin in the [status] "
+        f"section of {where or 'the configuration file'} and restart the service."
+    )
 
 
 def _minutes(seconds: float) -> str:

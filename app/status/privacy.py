@@ -12,7 +12,9 @@ from typing import Any
 
 from provisioning.redaction import REDACTED, cut_secrets, mask_id
 
-SECRET_KEYS = frozenset({"token", "pin", "password", "secret", "secret_key", "api_key"})
+SECRET_KEYS = frozenset(
+    {"token", "pin", "claim_code", "password", "secret", "secret_key", "api_key"}
+)
 ID_KEYS = frozenset({"loyalty_id", "masked_id", "loyalty_id_masked", "masked_loyalty_id", "pan"})
 
 

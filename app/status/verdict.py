@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
+from provisioning.api import is_loopback_host
 from provisioning.rfc3339 import parse_rfc3339
 
 ALL_ONLINE = "All Systems Online"
@@ -39,6 +41,17 @@ class Verdict:
     key: str = "ok"
     section: str = ""
     others: tuple[Problem, ...] = field(default_factory=tuple)
+
+    def summary(self) -> dict[str, Any]:
+        """The verdict as `/api/status` gives it, in the page's words."""
+        return {
+            "level": "ok" if self.ok else "problem",
+            "key": self.key,
+            "headline": self.title,
+            "detail": self.detail,
+            "action": self.action,
+            "also": [problem.title for problem in self.others],
+        }
 
 
 @dataclass(frozen=True)
@@ -124,9 +137,22 @@ LAYER_ACTIONS = {
     "api": "The central host refuses this box's requests: call the support desk.",
 }
 HOST_DOWN_ACTION = (
-    "Check the site's internet connection (router, modem, cables). Sales continue: the box "
-    "decides discounts from its offline policy and keeps every transaction until the host is back."
+    "{check} Sales continue: the box decides discounts from its offline policy and keeps every "
+    "transaction until the host is back."
 )
+
+
+def check_the_way_to_the_host(status: dict[str, Any]) -> str:
+    """Where to look when the host does not answer: the site's internet, or, for a host on
+    this machine (a developer's reference host), that host itself."""
+    url = str(section(status, "host").get("url") or "")
+    host = urlsplit(url).hostname
+    if host and is_loopback_host(host):
+        return (
+            f"The central host is on this machine ({url}): check that it runs (the reference "
+            "host: connectbox host-sim), or correct [host] url in the configuration."
+        )
+    return "Check the site's internet connection (router, modem, cables)."
 
 
 def network_layers(network: Any) -> list[Layer]:
@@ -180,17 +206,21 @@ def _host_unreachable(status: dict[str, Any], ctx: Context) -> Problem | None:
         return Problem(
             "host_unreachable",
             f"The central host cannot be reached: the {layer.name} check fails",
-            layer.action or LAYER_ACTIONS.get(layer.name, HOST_DOWN_ACTION),
+            layer.action or LAYER_ACTIONS.get(layer.name) or _host_down_action(status),
             layer.detail or str(host.get("last_error") or ""),
             "host",
         )
     return Problem(
         "host_unreachable",
         "The central host cannot be reached",
-        HOST_DOWN_ACTION,
+        _host_down_action(status),
         str(host.get("last_error") or ""),
         "host",
     )
+
+
+def _host_down_action(status: dict[str, Any]) -> str:
+    return HOST_DOWN_ACTION.format(check=check_the_way_to_the_host(status))
 
 
 def parse_time(value: Any) -> float | None:
@@ -261,9 +291,9 @@ def _backlog_old(status: dict[str, Any], ctx: Context) -> Problem | None:
     return Problem(
         "backlog",
         f"{depth} transaction(s) have waited {duration(oldest)} to reach the central host",
-        "Nothing is lost: they are kept on the box and sent as soon as the host answers. Check "
-        "the internet connection; if the host is reachable and the backlog stays, call the "
-        "support desk.",
+        "Nothing is lost: they are kept on the box and sent as soon as the host answers. "
+        f"{check_the_way_to_the_host(status)} If the host is reachable and the backlog stays, "
+        "call the support desk.",
         "",
         "outbox",
     )

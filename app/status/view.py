@@ -28,6 +28,7 @@ from app.status.verdict import (
     section,
     verdict,
 )
+from provisioning.api import is_loopback_host
 
 log = logging.getLogger("connectbox.status")
 
@@ -61,7 +62,8 @@ class Setup:
     address: str
     address_source: str
     port: str
-    warning: str = ""
+    warning: str = ""  # in yellow: it matters at a site
+    note: str = ""  # plain: worth knowing, nothing to fix here
 
 
 @dataclass
@@ -264,21 +266,33 @@ def setup_values(status: dict[str, Any], host_header: str) -> Setup | None:
         return None
     bind, _, port = listen.rpartition(":")
     bind = bind.strip("[]")
-    address = primary_address(status)
-    source = "the box's address on the site network"
-    if address is None:
-        address = browser_address(host_header)
-        source = "the address this browser used to reach the box"
-    warning = ""
     try:
-        if ipaddress.ip_address(bind).is_loopback:
-            warning = (
-                f"The box listens for the POS on {bind} only, so no POS can reach it: set "
-                '[pos] listen = "0.0.0.0:9000" in the configuration.'
-            )
+        bound: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(bind)
     except ValueError:
-        pass
-    return Setup(address, source, port, warning)
+        bound = None
+    browser = browser_address(host_header)
+    primary = primary_address(status)
+    if bound is not None and not bound.is_unspecified:  # the one address the POS can use
+        address, source = bind, "the one address the box listens on for the POS"
+    elif primary:
+        address, source = primary, "the box's address on the site network"
+    else:
+        address, source = browser, "the address this browser used to reach the box"
+    setup = Setup(address, source, port)
+    if bound is not None and bound.is_loopback:
+        everywhere = "[::]" if bound.version == 6 else "0.0.0.0"
+        hint = (
+            f"The box listens for the POS on {bind} only: only a POS on the box itself (a "
+            f"simulator) can connect. For a POS on the site network, set [pos] listen = "
+            f'"{everywhere}:{port}" in the configuration and restart the service.'
+        )
+        # A warning only for a browser on another machine: a site's POS could not connect
+        # either. On the box itself (a developer's demo) it is a note.
+        if is_loopback_host(browser):
+            setup.note = hint
+        else:
+            setup.warning = hint
+    return setup
 
 
 # The host link's state as the page shows it: (tone, badge).
@@ -619,15 +633,22 @@ UNAVAILABLE = Verdict(
 )
 
 
-def build_page(status: dict[str, Any] | None, host_header: str, ctx: Context) -> Page:
-    now = ctx.now
+def judge(status: dict[str, Any] | None, ctx: Context) -> Verdict:
+    """The page's verdict (also `/api/status`'s): UNAVAILABLE when the box cannot say."""
     if status is None:
-        return Page(UNAVAILABLE, "Connect Box", when(now, now), None, [])
+        return UNAVAILABLE
     try:
-        result = verdict(status, ctx)
+        return verdict(status, ctx)
     except Exception:
         log.exception("status page: cannot judge the status")
-        result = UNAVAILABLE
+        return UNAVAILABLE
+
+
+def build_page(status: dict[str, Any] | None, host_header: str, ctx: Context) -> Page:
+    now = ctx.now
+    result = judge(status, ctx)
+    if status is None:
+        return Page(result, "Connect Box", when(now, now), None, [])
     try:
         setup = setup_values(status, host_header)
     except Exception:

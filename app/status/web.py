@@ -36,7 +36,7 @@ from app.status import actions as box_actions
 from app.status import auth, diagnostics, logbuffer, metrics, view
 from app.status.privacy import redact
 from app.status.source import Status
-from app.status.verdict import Context, PosWatch, verdict
+from app.status.verdict import Context, PosWatch
 
 log = logging.getLogger("connectbox.status")
 
@@ -89,7 +89,7 @@ def create_app(source: Status, controls: box_actions.BoxControls) -> Flask:
     app.extensions["connectbox"] = StatusContext(
         source=source,
         controls=controls,
-        gate=auth.PinGate(pin),
+        gate=auth.PinGate(pin, config_file=controls.config.source),
         pos_watch=PosWatch(),
         logs=logbuffer.install(),
         pin=pin,
@@ -125,10 +125,13 @@ def healthz():
 
 @api.get("/api/status")
 def status():
-    snapshot = _ctx().status()
+    ctx = _ctx()
+    snapshot = ctx.status()
+    # The page's verdict, in its words: a script need not work it out again.
+    judged = view.judge(snapshot, _judging(ctx)).summary()
     if snapshot is None:
-        return jsonify({"error": "status unavailable"}), 503
-    return jsonify(snapshot)
+        return jsonify({"error": "status unavailable", "verdict": judged}), 503
+    return jsonify({**snapshot, "verdict": judged})
 
 
 @api.get("/metrics")
@@ -162,7 +165,7 @@ def index():
         m=_page_model(),
         csrf=auth.csrf_token(),
         actions_enabled=ctx.gate.enabled,
-        disabled_message=auth.DISABLED_MESSAGE,
+        disabled_message=ctx.gate.disabled_message,
         locked_s=ctx.gate.locked_for(request.remote_addr or ""),
         refresh_s=current_app.config["STATUS_REFRESH_S"],
         has_network=ctx.controls.network is not None,
@@ -220,7 +223,7 @@ def bad_request(error):
 def _diagnostics(ctx: StatusContext) -> Response:
     snapshot = ctx.status()
     judging = _judging(ctx)
-    judged = verdict(snapshot, judging) if snapshot is not None else view.UNAVAILABLE
+    judged = view.judge(snapshot, judging)
     config = ctx.controls.config
     hidden = [config.host.token, ctx.controls.link.client.token, ctx.pin]
     name, data = diagnostics.bundle(config, snapshot, judged, ctx.logs.lines(), hidden, judging.now)

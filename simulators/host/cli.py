@@ -7,12 +7,15 @@ import sys
 
 from app.config import parse_listen
 from app.logs import setup_logging
+from app.start_errors import cannot_listen
 from simulators.host.runner import serve
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="connectbox host-sim", description="Run the reference central host (testing)."
+        prog="connectbox host-sim",
+        description="Run the reference central host (testing). It prints the lines a box's "
+        "configuration needs to use it: its demo device and its TEST signing key.",
     )
     parser.add_argument(
         "--listen", default="127.0.0.1:8700", help="address:port (default %(default)s)"
@@ -27,7 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(f"--listen {exc}")
     setup_logging()
-    serve(address.host, address.port, store_path=args.db, policy_path=args.policy)
+    try:
+        serve(address.host, address.port, store_path=args.db, policy_path=args.policy)
+    except OSError as exc:
+        busy = cannot_listen("reference host", str(address), exc, "--listen")
+        print(f"host-sim: {busy.advice()}")
+        return 1
     return 0
 
 

@@ -15,7 +15,7 @@ from simulators.host import keys
 from simulators.host.context import SimState
 from simulators.host.policy import load_policy
 from simulators.host.routes import create_app
-from simulators.host.store import HostStore
+from simulators.host.store import DEMO_DEVICE, HostStore
 
 
 @dataclass
@@ -84,9 +84,23 @@ def serve(
     app = create_app(store, load_policy(policy_path))
     server = _server(app, host, port)
     url = f"http://{_url_host(server.effective_host)}:{server.effective_port}"
-    print(f"reference host on {url} (TEST signing key {keys.TEST_KEY_ID})", flush=True)
+    print(f"reference host on {url}\n\n{box_settings(url)}", flush=True)
     try:
         server.run()
     finally:
         stop_server(server)  # the loop has ended (Ctrl-C): close what it left open
         store.close()
+
+
+def box_settings(url: str) -> str:
+    """The lines a box's configuration needs to use this host: its demo device, and its signing
+    key among the trusted ones (else the box refuses the host's policy)."""
+    device = DEMO_DEVICE
+    return (
+        "# For a box using this host (connectbox run --config FILE), paste into FILE. The key is\n"
+        "# a public TEST key: never trust it on a real site.\n"
+        f'[host]\nurl = "{url}"\ndevice_id = "{device.device_id}"\n'
+        f'site_id = "{device.site_id}"\ntoken = "{device.token}"\n\n'
+        f"[policy]\n# TEST signing key {keys.TEST_KEY_ID}, public key {keys.TEST_PUBLIC_KEY_B64}\n"
+        f'trusted_keys = {{ {keys.TEST_KEY_ID} = "{keys.TEST_PUBLIC_KEY_B64}" }}\n'
+    )

@@ -59,7 +59,9 @@ class FakeStatus:
 def fake_controls(pin=PIN, **options) -> BoxControls:
     """Just enough for the guards: the PIN and a restart to watch; no network, no host."""
     config = SimpleNamespace(
-        status=SimpleNamespace(pin=pin), host=SimpleNamespace(token="demo-token")
+        status=SimpleNamespace(pin=pin),
+        host=SimpleNamespace(token="demo-token"),
+        source="/srv/site/connectbox.toml",
     )
     options.setdefault("restart", mock.Mock())
     return BoxControls(config=config, link=None, relay=None, pos_port=0, **options)
@@ -159,6 +161,9 @@ def test_no_pin_configured_disables_the_actions():
     client = create_app(FakeStatus(), box).test_client()
     page = client.get("/").get_data(True)
     assert "Technician actions are disabled: no site PIN is configured" in page
+    # the file the box really read, in plain words (no markup)
+    assert "Set pin in the [status] section of /srv/site/connectbox.toml" in page
+    assert "`" not in page
     assert "<fieldset disabled>" in page
     assert "disabled" in _flash(_post(client, "restart", "anything"))
     box.restart.assert_not_called()

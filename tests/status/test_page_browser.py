@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import NoSuchElementException  # noqa: E402
 from selenium.webdriver.chrome.options import Options  # noqa: E402
@@ -30,6 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 README_IMAGE = ROOT / "docs" / "images" / "status-page.png"
 DESKTOP, PHONE_WIDTH = (1100, 900), 412
+# A name for this machine that is not loopback to the page: the browser of a technician at the
+# site (Chromium maps it to 127.0.0.1 itself; no DNS involved).
+SITE_NAME = "connectbox.test"
 
 if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
     # scripts/setup --test installs them: missing means a broken set-up, not a reason to skip.
@@ -51,6 +55,7 @@ def driver(tmp_path_factory):
         "--disable-sync",
         f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
         f"--window-size={DESKTOP[0]},{DESKTOP[1]}",
+        f"--host-resolver-rules=MAP {SITE_NAME} 127.0.0.1",
     ):
         options.add_argument(flag)
     # An explicit driver path: Selenium Manager is never asked to download anything.
@@ -58,12 +63,6 @@ def driver(tmp_path_factory):
     browser.set_page_load_timeout(20)
     yield browser
     browser.quit()
-
-
-def expected_address(site) -> str:
-    """What the page must show as the box's address: discovery's, else the browser's."""
-    facts = site.box.status()["network"]["facts"] or {}
-    return (facts.get("primary") or {}).get("address") or "127.0.0.1"
 
 
 def verdict_title(driver) -> str:
@@ -131,12 +130,18 @@ def test_all_systems_online(driver, online_site):
     site = online_site
     driver.get(site.url + "/")
     assert verdict_title(driver) == "All Systems Online"
-    assert driver.find_element(By.ID, "setup-address").text == expected_address(site)
+    # the POS port listens on 127.0.0.1 only: that is the address a POS can use
+    assert driver.find_element(By.ID, "setup-address").text == "127.0.0.1"
     assert driver.find_element(By.ID, "setup-port").text == str(site.box.pos_server.port)
     pos_card = driver.find_element(By.ID, "pos").text
     assert "1 POS connected" in pos_card and "passport" in pos_card
     assert "online" in driver.find_element(By.ID, "host").text
     assert driver.execute_script("return document.styleSheets[0].cssRules.length") > 10
+    site.box.network.check_now()  # the layered check, worded for a person
+    driver.get(site.url + "/")
+    host_card = driver.find_element(By.ID, "host").text
+    assert "the web server answered (HTTP 404)" in host_card and "NOT FOUND" not in host_card
+    assert "the host knows this box and takes its token" in host_card
     loaded = driver.execute_script(
         "return performance.getEntriesByType('resource').map(function (e) { return e.name; })"
     )
@@ -149,17 +154,46 @@ def test_all_systems_online(driver, online_site):
         shutil.copyfile(desktop, README_IMAGE)
 
 
-def test_the_page_fits_a_phone_screen(driver, online_site):
+@pytest.mark.parametrize("width", [390, PHONE_WIDTH])
+def test_the_page_fits_a_phone_screen(driver, online_site, width):
     driver.get(online_site.url + "/")
-    emulate(driver, PHONE_WIDTH)
+    emulate(driver, width)
     try:
-        assert driver.execute_script("return window.innerWidth") == PHONE_WIDTH
+        assert driver.execute_script("return window.innerWidth") == width
         overflow = driver.execute_script(
             "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
         assert overflow <= 0, "the page scrolls sideways on a phone"
+        # the verdict and the values for the POS are in view, not cut
+        for element in ("verdict-title", "setup-address", "setup-port"):
+            right = driver.execute_script(
+                "return arguments[0].getBoundingClientRect().right",
+                driver.find_element(By.ID, element),
+            )
+            assert 0 < right <= width, element
     finally:
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    screenshot(driver, f"status-all-online-{width}px.png", width)
+
+
+def test_the_hint_names_the_real_pos_port(driver, online_site):
+    """The POS port on 127.0.0.1 and a port of its own: the values and the hint say that port.
+    On the box itself the hint is a note; from the site's network, a warning."""
+    port = online_site.box.pos_server.port
+    assert port != 9000
+    wanted = f'set [pos] listen = "0.0.0.0:{port}"'
+    driver.get(online_site.url + "/")
+    assert verdict_title(driver) == "All Systems Online"
+    assert driver.find_element(By.ID, "setup-address").text == "127.0.0.1"
+    assert driver.find_element(By.ID, "setup-port").text == str(port)
+    hint = driver.find_element(By.ID, "setup-hint")
+    assert wanted in hint.text and hint.get_attribute("class") == "note"
+    assert not driver.find_elements(By.CSS_SELECTOR, "#setup .notice")
+    screenshot(driver, "status-pos-port-note.png")
+    driver.get(online_site.url.replace("127.0.0.1", SITE_NAME) + "/")
+    hint = driver.find_element(By.ID, "setup-hint")
+    assert wanted in hint.text and hint.get_attribute("class") == "notice"
+    screenshot(driver, "status-pos-port-warning.png")
 
 
 def test_host_down_names_the_host_problem(driver, status_site, host):
@@ -175,12 +209,18 @@ def test_host_down_names_the_host_problem(driver, status_site, host):
         assert verdict_title(driver).startswith("The central host cannot be reached")
         verdict = driver.find_element(By.ID, "verdict").text
         assert "refused" in verdict and "What to do:" in verdict
+        # the host is on this machine: advice about it, not about a site's internet
+        assert "on this machine" in verdict and "internet" not in verdict
         host_card = driver.find_element(By.ID, "host").text
         assert "unreachable" in host_card and "connection refused" in host_card
         site.box.network.check_now()
         driver.get(site.url + "/")
         assert verdict_title(driver) == "The central host cannot be reached: the tcp check fails"
+        assert "does not run on this machine's port" in driver.find_element(By.ID, "verdict").text
         assert "FAILED" in driver.find_element(By.ID, "host").text
+        api = requests.get(site.url + "/api/status", timeout=5).json()["verdict"]
+        assert api["headline"] == verdict_title(driver) and api["level"] == "problem"
+        assert f"What to do: {api['action']}" in driver.find_element(By.ID, "verdict").text
         screenshot(driver, "status-host-down.png")
 
 
@@ -239,6 +279,8 @@ def test_sections_still_to_come_are_shown_when_the_box_reports_them(driver, onli
     site = online_site
     now = time.time()
     site.extra.update(
+        # listening on every address: the values are the box's address on the site network
+        pos={**site.box.status()["pos"], "listen": f"0.0.0.0:{site.box.pos_server.port}"},
         network={
             "facts": {
                 "hostname": "connectbox-d-demo",
@@ -280,6 +322,7 @@ def test_sections_still_to_come_are_shown_when_the_box_reports_them(driver, onli
     driver.get(site.url + "/")
     assert verdict_title(driver) == "All Systems Online"
     assert driver.find_element(By.ID, "setup-address").text == "192.0.2.10"
+    assert not driver.find_elements(By.ID, "setup-hint")
     host_card = driver.find_element(By.ID, "host").text
     assert "https ok TLS ok, 38 ms" in host_card
     assert "192.0.2.1" in driver.find_element(By.ID, "network").text

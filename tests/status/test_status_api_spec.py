@@ -10,6 +10,7 @@ import openapi_spec_validator
 import pytest
 import requests
 import yaml
+from markupsafe import escape
 
 from tests.openapi import json_schema
 from tests.status.conftest import sale, wait_for
@@ -58,6 +59,19 @@ def test_a_real_status_answer_matches(status_site):
         body = requests.get(base + "/api/status", timeout=5).json()
     validate(body, "/api/status")
     assert "HTTP 500" in body["host"]["last_error"] and body["outbox"]["depth"] == 1
+
+
+def test_the_verdict_is_the_pages(status_site):
+    site = status_site()
+    site.extra["readers"] = [{"name": "msr", "register_id": "2", "state": "gone", "reads": 0}]
+    body = requests.get(site.url + "/api/status", timeout=5).json()
+    validate(body, "/api/status")
+    page = requests.get(site.url + "/", timeout=5).text
+    verdict = body["verdict"]
+    assert verdict["level"] == "problem" and verdict["key"] == "reader_gone"
+    assert verdict["headline"] == "Card reader msr (register 2) is not connected"
+    for words in (verdict["headline"], verdict["action"]):
+        assert str(escape(words)) in page  # as Jinja writes it
 
 
 def test_sections_still_to_come_are_allowed(status_site):

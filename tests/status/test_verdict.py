@@ -258,8 +258,38 @@ def test_the_values_for_the_pos():
     assert setup_values(status, "localhost:8080").address == "203.0.113.7"
     status["network"] = {"facts": {"primary": {"address": "203.0.113.8"}}}
     assert setup_values(status, "localhost:8080").address == "203.0.113.8"
-    status["pos"]["listen"] = "127.0.0.1:9000"
-    assert "127.0.0.1 only" in setup_values(status, "localhost").warning
+    # A POS port on loopback only: the values are that address and the real port; the hint
+    # is a warning for a browser at the site, a note for one on the box itself.
+    status["pos"]["listen"] = "127.0.0.1:9123"
+    here = setup_values(status, "localhost")
+    assert (here.address, here.port, here.warning) == ("127.0.0.1", "9123", "")
+    assert "127.0.0.1 only" in here.note and '[pos] listen = "0.0.0.0:9123"' in here.note
+    site = setup_values(status, "192.0.2.10:8080")
+    assert site.warning == here.note and site.note == ""
+    status["pos"]["listen"] = "[::1]:9001"
+    assert '"[::]:9001"' in setup_values(status, "192.0.2.10").warning
+    status["pos"]["listen"] = "192.0.2.44:9002"  # one address: the POS must use that one
+    assert setup_values(status, "192.0.2.10").address == "192.0.2.44"
+
+
+def test_advice_follows_where_the_host_is():
+    status = status_with()
+    status["host"] = {**status["host"], "state": "down", "url": "https://loyalty.example.com"}
+    assert "site's internet connection" in verdict(status, ctx()).action
+    status["host"]["url"] = "http://127.0.0.1:8700"
+    action = verdict(status, ctx()).action
+    assert "on this machine (http://127.0.0.1:8700)" in action and "internet" not in action
+
+
+def test_the_verdict_summary_is_the_pages_words():
+    assert verdict(status_with(), ctx()).summary() == {
+        "level": "ok",
+        "key": "ok",
+        "headline": "All Systems Online",
+        "detail": "",
+        "action": "",
+        "also": [],
+    }
 
 
 def test_durations_read_naturally():
