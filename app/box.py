@@ -31,6 +31,7 @@ from app.outbox import Outbox
 from app.pos.server import PosServer
 from app.pos.service import LoyaltyService
 from app.pos.sessions import SessionStore
+from app.pos.tls import server_context
 from app.readers import ReaderService
 from app.retention import Retention
 from app.status.actions import BoxControls
@@ -103,6 +104,8 @@ class Box:
         self._stopped = threading.Event()
         self._housekeeping: threading.Thread | None = None
         listen = config.pos.listen
+        pos = config.pos
+        tls = server_context(pos.tls_cert, pos.tls_key) if pos.tls_cert and pos.tls_key else None
         self.pos_server = PosServer(
             (listen.host, listen.port),
             self.service,
@@ -113,6 +116,7 @@ class Box:
             max_connections=config.pos.max_connections,
             # Long enough for a request waiting on the host to be answered at its deadline.
             drain_s=config.host.deadline_ms / 1000 + 2.0,
+            tls=tls,
         )
         self.status_source = StatusSource(
             started_at=time.time(),

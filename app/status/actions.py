@@ -25,6 +25,7 @@ from app.host.relay import HostRelay
 from app.network.manager import NetworkChecker
 from app.pos.client import DIALECTS, PosClientError
 from app.pos.test_sale import TEST_REGISTER, play_test_sale
+from app.pos.tls import pinned_context
 from app.status.verdict import network_layers
 from provisioning.api import HostError
 from provisioning.link import HostLink
@@ -119,10 +120,12 @@ def pos_address(box: BoxControls) -> tuple[str, int]:
 
 def test_sale(box: BoxControls) -> Result:
     host, port = pos_address(box)
-    dialect = box.config.pos.dialect if box.config.pos.dialect in DIALECTS else "passport"
+    pos = box.config.pos
+    dialect = pos.dialect if pos.dialect in DIALECTS else "passport"
     try:
-        times = play_test_sale(host, port, dialect, timeout=5.0)
-    except PosClientError as exc:
+        tls = pinned_context(pos.tls_cert) if pos.tls_cert else None
+        times = play_test_sale(host, port, dialect, timeout=5.0, tls=tls)
+    except (PosClientError, OSError) as exc:  # OSError: the certificate file
         return Result(False, f"Test sale failed: {exc}")
     host_state = "online" if box.link.online else "not answering (decided offline)"
     return Result(
