@@ -24,6 +24,7 @@ from app.journal import Journal
 from app.management import RemoteManagement
 from app.network.manager import NetworkManager
 from app.network.mdns import Announcer
+from app.network.static import FixedAddress
 from app.offline.engine import OfflineEngine
 from app.offline.policy import PolicyManager
 from app.os_image import os_image
@@ -85,6 +86,7 @@ class Box:
             ca_file=config.host.ca_file,
             check_every_s=config.network.check_interval_s,
         )
+        self.fixed_address = FixedAddress(data_dir)
         self.announcer: Announcer | None = None
         self.sessions = SessionStore(ttl_s=config.pos.session_timeout_s)
         self.service = LoyaltyService(
@@ -131,6 +133,7 @@ class Box:
             policies=self.policies,
             readers=self.readers,
             network=self.network,
+            fixed_address=self.fixed_address,
             # Both are made after this source because they read it: looked up when read.
             announcer=lambda: self.announcer,
             management=lambda: self.management.snapshot(),
@@ -141,6 +144,7 @@ class Box:
             self.policies,
             status=self.status_source,
             network=self.network,
+            fixed_address=self.fixed_address,
             service=self.service,
             readers=self.readers,
             outbox=self.outbox,
@@ -156,6 +160,7 @@ class Box:
             relay=self.relay,
             pos_port=self.pos_server.port,
             network=self.network,
+            fixed_address=self.fixed_address,
             restart=self.request_restart,
             reenroll=self.management.reenroll,
         )
@@ -175,6 +180,8 @@ class Box:
         self.outbox.start()
 
     def start(self) -> None:
+        if self.config.network.ipv4 is not None:  # applied when it changed since last time
+            self.fixed_address.configured("file", self.config.network.ipv4)
         self.management.start(self._start_host_parts)
         self._housekeeping = threading.Thread(
             target=self._housekeep, name="housekeeping", daemon=True

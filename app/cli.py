@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     readers = commands.add_parser("readers", help="list card readers, their state and last read")
     readers.add_argument("--config", help="the service's TOML file (to find its status port)")
 
+    from app.network_cli import add_parser as add_network
+
+    add_network(commands)
+
     # Tools with their own options, handed the rest of the command line: the card tool, and the
     # commands other installed distributions add (the simulators'; none in a production image).
     commands.add_parser("card", help=CARD_HELP, add_help=False)
@@ -55,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         from app.readers_cli import list_readers_main
 
         return list_readers_main(args.config)
+    if args.command == "network":
+        from app.network_cli import network_main
+
+        return network_main(args)
     return 2
 
 

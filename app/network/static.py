@@ -332,17 +332,19 @@ class FixedAddress:
             _write_json(self.request_path, body)
         except OSError as exc:
             return Requested(False, f"Not saved: cannot write {self.request_path}: {exc}")
+        said = setting.describe()
+        said = said[:1].upper() + said[1:]
         if not self.managed:
             return Requested(
                 True,
-                f"{setting.describe()} saved, not applied: this machine is not a Connect Box "
+                f"{said} saved, not applied: this machine is not a Connect Box "
                 "image (no network helper), so its network is left alone.",
                 request_id,
             )
         after = f" The page is then at http://{setting.address.ip}/." if setting.address else ""
         return Requested(
             True,
-            f"{setting.describe()} requested. The box applies it now and keeps it only if it "
+            f"{said} requested. The box applies it now and keeps it only if it "
             f"works within {TRIAL_S:.0f} s (its gateway answers); otherwise it goes back to the "
             f"previous setting.{after}",
             request_id,

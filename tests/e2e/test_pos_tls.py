@@ -75,10 +75,11 @@ def test_a_plain_tcp_pos_is_refused_cleanly_and_tls_still_served(tls_box, tls_fi
 
 def test_a_client_that_does_not_trust_the_box_gets_a_clear_error(tls_box, tmp_path):
     box = tls_box()
-    stranger = make_tls_files(tmp_path / "other")  # another CA
+    stranger = client_context(make_tls_files(tmp_path / "other").ca)  # another CA
+    pos = sim.PosClient("127.0.0.1", box.pos_server.port, tls=stranger)
     with pytest.raises(sim.PosClientError, match="TLS handshake with the box"):
-        with sim.PosClient("127.0.0.1", box.pos_server.port, tls=client_context(stranger.ca)) as p:
-            p.connect()
+        pos.connect()
+    assert not pos.connected
 
 
 def test_a_stalled_handshake_does_not_hold_the_only_slot(tls_box, tls_files):
