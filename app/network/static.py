@@ -10,8 +10,8 @@ the helper check a setting by the same rules.
 - The helper (connectbox-network.service: started by a path unit when the request changes, and
   once at boot) checks the request again (it trusts nothing the service wrote), writes
   `static.network` into its own directory on the data partition (/etc/connectbox/network), which
-  the read-only root's /etc/systemd/network/10-connectbox-static.network links to (a dangling
-  link is skipped by networkd: DHCP from 20-wired.network), reloads networkd, and keeps the new
+  the read-only root's /etc/systemd/network/10-connectbox-static.network links to (for DHCP the
+  file is empty, which networkd skips: 20-wired.network applies), reloads networkd, keeps the new
   setting only if it works within TRIAL_S (the address is up, the gateway answers ARP); otherwise
   it puts the previous one back. What it did goes into `state.json` there.
 - Outside the image (no helper installed) a request is checked and stored, and says it was not
@@ -473,11 +473,8 @@ class Helper:
         )
 
     def _write_network(self, setting: Ipv4Setting) -> None:
-        if setting.address is None:
-            with contextlib.suppress(FileNotFoundError):
-                self.network_path.unlink()
-        else:
-            write_atomically(self.network_path, network_file(setting))
+        # DHCP: an empty file, which networkd skips quietly (a missing one it warns about).
+        write_atomically(self.network_path, network_file(setting) if setting.address else "")
 
     def _done(self, state: State, request_id: str, ok: bool, message: str) -> None:
         state.handled, state.trial = request_id, ""

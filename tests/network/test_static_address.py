@@ -170,7 +170,7 @@ def test_a_fixed_address_that_does_not_work_goes_back_to_the_previous_setting(bo
     requested = fixed.request(FIXED, "status page")
     helper.run()
     assert system.reloads == 2  # the new setting, then the previous one back
-    assert not (helper.state_dir / NETWORK_FILE).exists()  # DHCP: 20-wired.network applies
+    assert (helper.state_dir / NETWORK_FILE).read_text() == ""  # DHCP: 20-wired.network
     outcome = fixed.outcome(requested.request_id)
     assert not outcome.ok
     assert "not kept: the gateway 192.168.1.1 does not answer; back to DHCP" in outcome.message
@@ -187,7 +187,7 @@ def test_back_to_dhcp_and_the_same_setting_twice(box):
     back = fixed.request(DHCP, "connectbox network")
     helper.run()
     assert fixed.outcome(back.request_id).ok and system.reloads == 2
-    assert not (helper.state_dir / NETWORK_FILE).exists()
+    assert (helper.state_dir / NETWORK_FILE).read_text() == ""
     assert fixed.snapshot()["mode"] == "dhcp"
 
 
@@ -286,3 +286,17 @@ def test_the_box_takes_the_providers_setting_and_shows_it(make_box, reference_ho
     assert setting["mode"] == "static" and setting["source"] == "provider"
     raw = json.loads(Path(box.fixed_address.request_path).read_text())
     assert raw["seen"] == {"provider": GOOD}
+
+
+def test_the_helper_runs_standalone_as_the_image_installs_it(tmp_path):
+    """The image runs a copy of this file with the system's Python, outside any package."""
+    import shutil
+    import subprocess
+    import sys
+
+    copy = tmp_path / "network_apply.py"
+    shutil.copy(Path(__file__).resolve().parents[2] / "app" / "network" / "static.py", copy)
+    done = subprocess.run(
+        [sys.executable, "-I", str(copy), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and "--state-dir" in done.stdout, done.stderr
