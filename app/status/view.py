@@ -235,6 +235,8 @@ def pos_section(status: dict[str, Any], now: float) -> Section:
             ("Connections closed for bad input", text(pos.get("closed_bad_input"))),
             ("Connections cut for a slow frame", text(pos.get("cut_slow_frame"))),
             ("Connections refused over the cap", text(pos.get("refused_over_cap"))),
+            ("TLS", "on" if pos.get("tls") else "off"),
+            ("Connections refused in the TLS handshake", text(pos.get("tls_refused"))),
             ("Box overhead per request", percentiles(pos.get("overhead_ms"))),
         ],
         tables=[peers, told],
