@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib.metadata import entry_points
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from app import __version__
+
+if TYPE_CHECKING:
+    from app.config import Config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "network":
         from app.network_cli import network_main
 
-        return network_main(args)
+        config = _config(args.config)
+        return 2 if config is None else network_main(args, config)
     return 2
 
 
@@ -109,14 +113,22 @@ def _card(rest: list[str]) -> int:
     return decode(rest[1:])
 
 
-def _run(config_arg: str | None) -> int:
+def _config(config_arg: str | None) -> Config | None:
+    """The service's configuration for a command; None (said on stderr) when it is bad."""
     from app.config import ConfigError, config_path, load_config
-    from app.logs import setup_logging
 
     try:
-        config = load_config(config_path(config_arg))
+        return load_config(config_path(config_arg))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return None
+
+
+def _run(config_arg: str | None) -> int:
+    from app.logs import setup_logging
+
+    config = _config(config_arg)
+    if config is None:
         return 2
     setup_logging(config.log.level)
     from app.box import Box
@@ -133,13 +145,10 @@ def _run(config_arg: str | None) -> int:
 
 def _enroll(args: argparse.Namespace) -> int:
     """`connectbox enroll`: the service's own enrollment, from a shell, with its config."""
-    from app.config import ConfigError, config_path, load_config
     from provisioning.cli import enroll_main
 
-    try:
-        config = load_config(config_path(args.config))
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = _config(args.config)
+    if config is None:
         return 2
     argv = ["--url", config.host.url, "--data-dir", str(config.storage.data_dir)]
     claim = args.claim or config.provisioning.claim_code

@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from app.config import ConfigError, config_path, load_config
+from app.config import Config
 from app.network.static import DHCP, TRIAL_S, BadSetting, FixedAddress, parse_setting
 
 SOURCE = "connectbox network"
@@ -35,12 +35,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--no-wait", action="store_true", help="do not wait for the outcome")
 
 
-def network_main(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(config_path(args.config))
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+def network_main(args: argparse.Namespace, config: Config) -> int:
     fixed = FixedAddress(config.storage.data_dir)
     if args.network_command in (None, "show"):
         return _show(fixed)

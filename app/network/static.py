@@ -211,7 +211,9 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Write a new file beside `path` (O_EXCL: never through a link), fsync, rename over it."""
+    """Write a new file beside `path` (O_EXCL: never through a link), fsync, rename over it.
+
+    Like provisioning/store.py's, which this file cannot import: it runs alone, as root."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,6 @@ from app.config import ConfigError, parse_config
 from app.pos.tls import client_context
 from app.status import actions
 from simulators import pos as sim
-from simulators.demo import demo_config
 from tests.tlsca import TlsFiles, make_tls_files
 from tests.waiting import wait_for
 
@@ -28,22 +27,9 @@ def tls_files(tmp_path) -> TlsFiles:
 
 
 @pytest.fixture
-def tls_box(reference_host, tmp_path, tls_files) -> Iterator[Callable[..., Box]]:
-    boxes: list[Box] = []
-
-    def make(**pos: object) -> Box:
-        config = demo_config(reference_host.url, 0, 0, tmp_path / f"data{len(boxes)}")
-        config.pos.tls_cert, config.pos.tls_key = tls_files.cert, tls_files.key
-        for key, value in pos.items():
-            setattr(config.pos, key, value)
-        box = Box(config)
-        box.start()
-        boxes.append(box)
-        return box
-
-    yield make
-    for box in boxes:
-        box.stop()
+def tls_box(box_with, tls_files) -> Callable[..., Box]:
+    """A started box with TLS on its POS port (and the [pos] settings the test adds)."""
+    return lambda **pos: box_with(tls_cert=tls_files.cert, tls_key=tls_files.key, **pos)
 
 
 @pytest.mark.parametrize("dialect", ["passport", "eps"])
