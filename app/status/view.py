@@ -478,13 +478,13 @@ def network_section(status: dict[str, Any], now: float) -> Section:
 
 
 def _address_setting(setting: dict[str, Any], now: float) -> str:
-    """'fixed 192.168.1.50/24 (set by technician, 14:03:12 (2 min ago))', 'DHCP', ..."""
+    """'fixed 192.168.1.50/24, set by status page at 14:03:12 (2 min ago)', 'DHCP', ..."""
     if not setting:
         return DASH
     static = setting.get("mode") == "static"
     shown = f"fixed {text(setting.get('address'))}" if static else "DHCP"
     if setting.get("source"):
-        shown += f" (set by {setting['source']}, {when(setting.get('at'), now)})"
+        shown += f", set by {setting['source']} at {when(setting.get('at'), now)}"
     if setting.get("pending"):
         shown += "; a change is being applied"
     if setting.get("managed") is False:

@@ -314,7 +314,7 @@ def test_a_fixed_address_from_the_page_is_checked_then_requested(status_site):
         "status page",
     )
     page = client.get("/").get_data(True)
-    assert "fixed 192.168.1.50/24 (set by status page" in page
+    assert "fixed 192.168.1.50/24, set by status page at" in page
     assert 'value="192.168.1.50/24"' in page and 'value="192.168.1.1, 9.9.9.9"' in page
     assert _flash(_post_address(client, "network-dhcp")).startswith("ok: DHCP saved")
     assert site.box.status()["network"]["setting"]["mode"] == "dhcp"
