@@ -27,6 +27,7 @@ from app.journal import Journal
 from app.management import RemoteManagement
 from app.network.manager import NetworkManager
 from app.network.mdns import Announcer
+from app.network.static import FixedAddress
 from app.offline.engine import OfflineEngine
 from app.offline.policy import PolicyManager
 from app.os_image import os_image
@@ -34,6 +35,7 @@ from app.outbox import Outbox
 from app.pos.server import PosServer
 from app.pos.service import LoyaltyService
 from app.pos.sessions import SessionStore
+from app.pos.tls import server_context
 from app.readers import ReaderService
 from app.retention import Retention
 from app.start_errors import StartError, cannot_listen
@@ -110,6 +112,7 @@ class Box:
             ca_file=config.host.ca_file,
             check_every_s=config.network.check_interval_s,
         )
+        self.fixed_address = FixedAddress(data_dir)
         self.announcer: Announcer | None = None
         self.sessions = SessionStore(ttl_s=config.pos.session_timeout_s)
         self.service = LoyaltyService(
@@ -129,6 +132,8 @@ class Box:
         self._stopped = threading.Event()
         self._housekeeping: threading.Thread | None = None
         listen = config.pos.listen
+        pos = config.pos
+        tls = server_context(pos.tls_cert, pos.tls_key) if pos.tls_cert and pos.tls_key else None
         with self._closing_on_error(), _listener("POS", "[pos] listen", listen):
             self.pos_server = PosServer(
                 (listen.host, listen.port),
@@ -140,6 +145,7 @@ class Box:
                 max_connections=config.pos.max_connections,
                 # Long enough for a request waiting on the host to be answered at its deadline.
                 drain_s=config.host.deadline_ms / 1000 + 2.0,
+                tls=tls,
             )
         self.status_source = StatusSource(
             started_at=time.time(),
@@ -154,6 +160,7 @@ class Box:
             policies=self.policies,
             readers=self.readers,
             network=self.network,
+            fixed_address=self.fixed_address,
             # Both are made after this source because they read it: looked up when read.
             announcer=lambda: self.announcer,
             management=lambda: self.management.snapshot(),
@@ -164,6 +171,7 @@ class Box:
             self.policies,
             status=self.status_source,
             network=self.network,
+            fixed_address=self.fixed_address,
             service=self.service,
             readers=self.readers,
             outbox=self.outbox,
@@ -179,6 +187,7 @@ class Box:
             relay=self.relay,
             pos_port=self.pos_server.port,
             network=self.network,
+            fixed_address=self.fixed_address,
             restart=self.request_restart,
             reenroll=self.management.reenroll,
         )
@@ -210,6 +219,8 @@ class Box:
         self.outbox.start()
 
     def start(self) -> None:
+        if self.config.network.ipv4 is not None:  # applied when it changed since last time
+            self.fixed_address.configured("file", self.config.network.ipv4)
         self.management.start(self._start_host_parts)
         self._housekeeping = threading.Thread(
             target=self._housekeep, name="housekeeping", daemon=True

@@ -70,6 +70,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, AddedCommand | No
         "--config", metavar="PATH", help="the service's TOML file (to find its status port)"
     )
 
+    from app.network_cli import add_parser as add_network
+
+    add_network(commands)
+
     # Tools with their own options, handed the rest of the command line: the card decoder, and
     # the commands other installed distributions add (the simulators'; none in a production
     # image).
@@ -104,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         from app.readers_cli import list_readers_main
 
         return list_readers_main(args.config)
+    if args.command == "network":
+        from app.network_cli import network_main
+
+        config = _load(args.config)
+        return 2 if config is None else network_main(args, config)
     return 2
 
 

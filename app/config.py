@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlparse
 
+from app.network.static import BadSetting, Ipv4Setting, parse_setting
+from app.pos.tls import TlsFileError, server_context
 from provisioning.api import is_loopback_host
 
 DEFAULT_PATH = "/etc/connectbox/connectbox.toml"
@@ -164,6 +166,22 @@ class ListenAddress(Kind):
             return parse_listen(value)
         except ValueError as exc:
             raise Invalid(str(exc)) from None
+
+
+class Ipv4(Kind):
+    """`"dhcp"` or a fixed address: checked by the network helper's own rules."""
+
+    def check(self, value: Any) -> Ipv4Setting:
+        try:
+            return parse_setting(value)
+        except BadSetting as exc:
+            raise Invalid(exc.why, part=exc.part) from None
+
+    def bounds(self) -> str:
+        return (
+            "Checked before anything is applied: a prefix from 8 to 30, the gateway inside the "
+            "box's network, 1 to 3 DNS servers."
+        )
 
 
 class PublicKeys(Kind):
@@ -341,6 +359,19 @@ class PosConfig:
         "POS connections open at once. A connection beyond it is closed at once (the newest one: "
         "those already open are kept) and counted in `pos.refused_over_cap`. Each connection is a "
         "thread and a file descriptor: keep it below the service's open-file limit.",
+    )
+    tls_cert: Path | None = setting(
+        None,
+        FilePath(),
+        "PEM certificate (the box's first, then any intermediates) for TLS on the POS port. With "
+        "`tls_key`, the port speaks only TLS (1.2 or later), in both dialects; a POS that does not "
+        "is refused. Relative paths are relative to the configuration file. Checked at start.",
+    )
+    tls_key: Path | None = setting(
+        None,
+        FilePath(),
+        "PEM private key of `tls_cert`, without a passphrase (readable by the service only: "
+        "mode 0640, group connectbox).",
     )
 
 
@@ -538,6 +569,15 @@ class NetworkConfig:
         "How often the layered host check (link, gateway, DNS, TCP, TLS, HTTP, API) runs while "
         "it passes; every minute while it fails, and at once when the network changes.",
     )
+    ipv4: Ipv4Setting | None = setting(
+        None,
+        Ipv4(),
+        'The box\'s IPv4 address: `"dhcp"`, or a fixed address as a table `{ address = '
+        '"192.168.1.50/24", gateway = "192.168.1.1", dns = ["192.168.1.1"] }`. Not set: DHCP, '
+        "unless a technician set a fixed address (status page, `connectbox network`). A change "
+        "is applied at start, kept only if the gateway answers; the latest change wins, "
+        "whoever made it.",
+    )
 
 
 @dataclass
@@ -641,12 +681,27 @@ def parse_config(raw: dict[str, Any], base_dir: Path = Path(".")) -> Config:
         raise _fail("host", "token", "set either token or token_file, not both")
     if host.token_file:
         host.token = _read_token(base_dir / host.token_file)
+    _check_tls(config.pos, base_dir)
     # Without a token the box enrolls with its claim code; with one (development, tests) it
     # needs to know who it is.
     for name in ("device_id", "site_id"):
         if host.token and not getattr(host, name):
             raise _fail("host", name, "missing (required)")
     return config
+
+
+def _check_tls(pos: PosConfig, base_dir: Path) -> None:
+    """Both TLS files or neither; each readable, and the key the certificate's."""
+    if not pos.tls_cert and not pos.tls_key:
+        return
+    if not pos.tls_cert or not pos.tls_key:
+        missing = "tls_key" if pos.tls_cert else "tls_cert"
+        raise _fail("pos", missing, "missing: set both tls_cert and tls_key, or neither")
+    pos.tls_cert, pos.tls_key = base_dir / pos.tls_cert, base_dir / pos.tls_key
+    try:
+        server_context(pos.tls_cert, pos.tls_key)
+    except TlsFileError as exc:
+        raise _fail("pos", exc.key, exc.why) from None
 
 
 def _read_token(path: Path) -> str:
@@ -672,13 +727,14 @@ def parse_listen(value: Any) -> Listen:
 
 # ---- the provider's device config ----------------------------------------------------------
 
-# The provider's config (host-api.md) sets three of the file's keys, under its own names; each
+# The provider's config (host-api.md) sets some of the file's keys, under its own names; each
 # is checked by the file's declaration.
 PROVIDER_KEYS = {
     "heartbeat_s": ("provisioning", "heartbeat_s"),
     "retention_days": ("storage", "retention_days"),
     "pos.deadline_ms": ("host", "deadline_ms"),
     "readers": ("readers", "bind"),
+    "network.ipv4": ("network", "ipv4"),
 }
 # What else it says that is not applied here: `site` and `policy` are the policy manager's, and
 # the POS listener's dialect and port are not changed under a running POS.
@@ -726,10 +782,11 @@ def _dig(raw: dict[str, Any], dotted: str) -> Any:
 
 
 def _provider_names(raw: dict[str, Any]) -> Iterator[str]:
-    # `pos` is a table of keys; `site` and `policy` are read whole by the policy manager.
+    # `pos` and `network` are tables of keys; `site` and `policy` are read whole by the policy
+    # manager.
     for name, value in raw.items():
-        if name == "pos" and isinstance(value, dict):
-            yield from (f"pos.{key}" for key in value)
+        if name in ("pos", "network") and isinstance(value, dict):
+            yield from (f"{name}.{key}" for key in value)
         else:
             yield name
 

@@ -22,6 +22,7 @@ from app import __version__
 from app.config import Config, provider_settings
 from app.host.payload import Identity
 from app.network.manager import NetworkChecker
+from app.network.static import Ipv4Setting
 from app.offline.policy import PolicyManager
 from app.outbox import Outbox
 from app.readers import ReaderBinding
@@ -53,6 +54,12 @@ class Rebinding(Protocol):
     def rebind(self, bindings: list[ReaderBinding]) -> None: ...
 
 
+class AddressSetting(Protocol):
+    """The box's IPv4 setting, which the provider's config may change (`network.ipv4`)."""
+
+    def configured(self, source: str, setting: Ipv4Setting) -> object: ...
+
+
 class Restarting(Exception):
     """The service is restarting into another release: the updater's work goes on in the next
     process (`Updater.resume()`), not in this one."""
@@ -67,6 +74,7 @@ class RemoteManagement:
         *,
         status: Status,
         network: NetworkChecker,
+        fixed_address: AddressSetting,
         service: Deadline,
         readers: Rebinding,
         outbox: Outbox,
@@ -81,6 +89,7 @@ class RemoteManagement:
         self.policies = policies
         self.status = status
         self.network = network
+        self.fixed_address = fixed_address
         self.service = service
         self.readers = readers
         self.outbox = outbox
@@ -157,6 +166,8 @@ class RemoteManagement:
             bindings = local + settings["readers"]
             if bindings != self.readers.bindings:
                 self.readers.rebind(bindings)
+        if "network.ipv4" in settings:  # applied when it changed since the provider last said
+            self.fixed_address.configured("provider", settings["network.ipv4"])
 
     # ---- who the box is -------------------------------------------------------------------
 

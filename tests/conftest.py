@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.box import Box
+from app.config import Config
 from simulators.demo import demo_config
 
 SHARED = Path(os.environ.get("CONNECTBOX_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -33,9 +34,27 @@ def reference_host():
 
 
 @pytest.fixture
-def make_box(tmp_path) -> Iterator[Callable[..., Box]]:
-    """Build and start a Box on free loopback ports; every box is stopped after the test."""
+def boxes_started(tmp_path) -> Iterator[Callable[[str, Callable[[Config], object]], Box]]:
+    """`start(host_url, adjust)`: a Box from the demo configuration on free loopback ports,
+    `adjust(config)` first; every box is stopped after the test."""
     boxes: list[Box] = []
+
+    def start(host_url: str, adjust: Callable[[Config], object]) -> Box:
+        config = demo_config(host_url, 0, 0, tmp_path / f"data{len(boxes)}")
+        adjust(config)
+        box = Box(config)
+        box.start()
+        boxes.append(box)
+        return box
+
+    yield start
+    for box in boxes:
+        box.stop()
+
+
+@pytest.fixture
+def make_box(boxes_started) -> Callable[..., Box]:
+    """Build and start a Box on free loopback ports; every box is stopped after the test."""
 
     def make(
         host_url: str,
@@ -44,19 +63,25 @@ def make_box(tmp_path) -> Iterator[Callable[..., Box]]:
         readers: list | None = None,
         pending_ttl_s: int = 120,
     ) -> Box:
-        config = demo_config(host_url, 0, 0, tmp_path / f"data{len(boxes)}")
-        config.pos.dialect = dialect
-        config.host.deadline_ms = deadline_ms
-        config.readers.bindings = readers or []
-        config.readers.pending_ttl_s = pending_ttl_s
-        box = Box(config)
-        box.start()
-        boxes.append(box)
-        return box
+        def adjust(config: Config) -> None:
+            config.pos.dialect = dialect
+            config.host.deadline_ms = deadline_ms
+            config.readers.bindings = readers or []
+            config.readers.pending_ttl_s = pending_ttl_s
 
-    yield make
-    for box in boxes:
-        box.stop()
+        return boxes_started(host_url, adjust)
+
+    return make
+
+
+@pytest.fixture
+def box_with(boxes_started, reference_host) -> Callable[..., Box]:
+    """A started box on the reference host whose [pos] settings the test chooses."""
+
+    def make(**pos: object) -> Box:
+        return boxes_started(reference_host.url, lambda config: vars(config.pos).update(pos))
+
+    return make
 
 
 class SilentHost:

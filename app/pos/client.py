@@ -4,12 +4,14 @@ The technician's test sale (`app/pos/test_sale.py`) plays it against the box's o
 POS simulator builds on it. Requests are framed as Passport or a Verifone EPS frames them
 (`app/pos/framing.py`), written by `xmlcodec.write_request`, and every answer is checked the way
 a strict POS checks it. Each exchange is bounded by `timeout` in total, whatever the box does.
+With `tls` (a context from `app/pos/tls.py`) the connection is TLS, the framing inside the same.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import time
 from collections import deque
 from typing import Self
@@ -43,6 +45,7 @@ class PosClient:
         dialect: str = "passport",
         complement_crc: bool = False,
         timeout: float = 5.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if dialect not in DIALECTS:
             raise ValueError(f"unknown dialect {dialect!r} (use passport or eps)")
@@ -51,6 +54,7 @@ class PosClient:
         self.dialect = dialect
         self.complement_crc = complement_crc
         self.timeout = timeout
+        self.tls = tls
         self.last_rtt_s: float | None = None
         self.last_payload: bytes | None = None  # the last response payload, as received
         self._sock: socket.socket | None = None
@@ -80,6 +84,14 @@ class PosClient:
                 f"cannot connect to the box at {self.address}: {_reason(exc)}"
             ) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.tls is not None:
+            try:
+                sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+            except (OSError, ValueError) as exc:  # ssl.SSLError, a timeout, a reset
+                sock.close()
+                raise PosClientError(
+                    f"TLS handshake with the box at {self.address} failed: {_reason(exc)}"
+                ) from None
         self._sock = sock
         self._framer = PassportFramer() if self.dialect == "passport" else EpsFramer()
         self._frames.clear()
@@ -171,5 +183,5 @@ class PosClient:
                 raise PosClientError(f"badly framed answer from the box: {exc}") from None
 
 
-def _reason(exc: OSError) -> str:
-    return exc.strerror or str(exc) or type(exc).__name__
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

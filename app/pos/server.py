@@ -4,6 +4,8 @@ A connection's framer is chosen by the configured dialect ("auto" decides from i
 A frame that cannot be parsed closes that connection only, with a log line that says why; the
 other connections and the listener keep going. A peer is bounded: a frame must be complete
 `frame_deadline_s` after its first byte, and connections beyond `max_connections` are refused.
+With TLS (`tls`), each connection's handshake runs in its own thread, also within
+`frame_deadline_s`: a peer that never finishes it holds its slot no longer than a slow frame.
 `stop()` closes the listener, lets requests being handled finish, and hangs up the rest.
 """
 
@@ -13,6 +15,7 @@ import contextlib
 import logging
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -70,8 +73,10 @@ class PosServer(socketserver.ThreadingTCPServer):
         frame_deadline_s: float = 5.0,
         max_connections: int = 64,
         drain_s: float = 3.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.service = service
+        self.tls = tls
         self.dialect = dialect
         self.max_frame = max_frame
         self.idle_timeout_s = idle_timeout_s
@@ -87,6 +92,7 @@ class PosServer(socketserver.ThreadingTCPServer):
         self.closed_bad_input = 0
         self.cut_slow_frame = 0
         self.refused_over_cap = 0
+        self.tls_refused = 0  # TLS handshakes that failed or missed the frame deadline
         self.connect_log = LogThrottle(burst=20, every_s=1.0)
         self.cut_log = LogThrottle(burst=10, every_s=1.0)
         self._refuse_log = LogThrottle(burst=1, every_s=10.0)
@@ -117,9 +123,10 @@ class PosServer(socketserver.ThreadingTCPServer):
         self._listening = True
         self._thread.start()
         log.info(
-            "POS server listening on %s:%d (dialect %s, at most %d connections)",
+            "POS server listening on %s:%d (dialect %s%s, at most %d connections)",
             *self.server_address[:2],
             self.dialect,
+            ", TLS" if self.tls else "",
             self.max_connections,
         )
 
@@ -242,6 +249,7 @@ class PosServer(socketserver.ThreadingTCPServer):
         return {
             "listen": f"{self.server_address[0]}:{self.port}",
             "dialect": self.dialect,
+            "tls": self.tls is not None,
             "running": self.running,
             "connections": connections,
             "past_peers": list(self.peers.values())[-20:],
@@ -249,6 +257,7 @@ class PosServer(socketserver.ThreadingTCPServer):
             "closed_bad_input": self.closed_bad_input,
             "cut_slow_frame": self.cut_slow_frame,
             "refused_over_cap": self.refused_over_cap,
+            "tls_refused": self.tls_refused,
             "max_connections": self.max_connections,
             "overhead_ms": self.overhead.percentiles_ms(50, 99),
         }
@@ -262,17 +271,59 @@ def _hang_up(sockets: list[socket.socket]) -> None:
     """Wake the connection threads blocked in recv: they see the end of the stream and return."""
     for sock in sockets:
         with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+            # The plain socket's shutdown, also for TLS: SSLSocket.shutdown would drop its TLS
+            # state under the thread reading it.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 class PosConnection(socketserver.BaseRequestHandler):
     server: PosServer
 
     def handle(self) -> None:
-        sock: socket.socket = self.request
+        sock: socket.socket | None = self.request
         peer = "{}:{}".format(*self.client_address[:2])
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.request.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if self.server.tls is not None:
+            sock = self._handshake(self.server.tls, peer)
+        if sock is None:
+            return
+        try:
+            self._serve(sock, peer)
+        finally:
+            if sock is not self.request:
+                sock.close()  # the TLS socket took over the connection (socketserver's is detached)
+
+    def _handshake(self, tls: ssl.SSLContext, peer: str) -> ssl.SSLSocket | None:
+        """The TLS handshake, within the frame deadline in total (CPython's handshake timeout is
+        one deadline for the whole exchange, however slowly the peer trickles); None: refused."""
+        self.request.settimeout(self.server.frame_deadline_s)
+        try:
+            wrapped = tls.wrap_socket(self.request, server_side=True, do_handshake_on_connect=False)
+        except OSError as exc:  # the peer left already
+            _log_throttled(self.server.connect_log, logging.INFO, "POS %s left: %s", peer, exc)
+            return None
+        try:
+            wrapped.do_handshake()
+            return wrapped
+        except (OSError, ValueError) as exc:  # ssl.SSLError, TimeoutError, a reset
+            why = (
+                "not finished within [pos] frame_deadline_s"
+                if isinstance(exc, TimeoutError)
+                else exc
+            )
+            self.server.tls_refused += 1
+            _log_throttled(
+                self.server.cut_log,
+                logging.WARNING,
+                "closing POS connection from %s: TLS handshake failed (%s)",
+                peer,
+                why,
+            )
+            wrapped.close()
+            return None
+
+    def _serve(self, sock: socket.socket, peer: str) -> None:
         info = ConnectionInfo(peer=peer)
         if not self.server.track(sock, info):
             return  # accepted just as the server stops

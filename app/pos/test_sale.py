@@ -7,6 +7,7 @@ framing and journal as a POS's sale: a success proves the whole path, not a shor
 
 from __future__ import annotations
 
+import ssl
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -29,8 +30,11 @@ class SaleTimes:
     finalize_ms: float
 
 
-def play_test_sale(host: str, port: int, dialect: str, timeout: float = 5.0) -> SaleTimes:
-    """Play the test sale; raises `PosClientError` when the box does not answer as a POS needs."""
+def play_test_sale(
+    host: str, port: int, dialect: str, timeout: float = 5.0, tls: ssl.SSLContext | None = None
+) -> SaleTimes:
+    """Play the test sale (over TLS with `tls`); raises `PosClientError` when the box does not
+    answer as a POS needs."""
     # Milliseconds since the epoch: two test sales never share a POS transaction id (the box
     # would take the second FinalizeRewards for a resend of the first).
     txn_id = str(time.time_ns() // 1_000_000)
@@ -41,7 +45,7 @@ def play_test_sale(host: str, port: int, dialect: str, timeout: float = 5.0) -> 
         training=True,
         lines=[_test_item()],
     )
-    with PosClient(host, port, dialect, timeout=timeout) as pos:
+    with PosClient(host, port, dialect, timeout=timeout, tls=tls) as pos:
         answer = pos.send(Request("GetRewards", _header(txn_id, 1), transaction=txn))
         rewards_ms = (pos.last_rtt_s or 0.0) * 1000
         head = _header(txn_id, 2, answer.header.loyalty_sequence_id)

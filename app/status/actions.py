@@ -8,14 +8,17 @@ They work with `BoxControls`, the few parts of the box they need, never the Box 
 - a test sale: GetRewards + FinalizeRewards through the box's own POS port, register "TEST",
   TrainingModeFlag set;
 - restart the service (the process exits and systemd starts it again);
-- enroll again with the claim code (after a revoked token).
+- enroll again with the claim code (after a revoked token);
+- set a fixed address (from the form's address, gateway and DNS fields), or go back to DHCP:
+  checked here, applied by the network helper (app/network/static.py).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +26,10 @@ from typing import Any
 from app.config import Config
 from app.host.relay import HostRelay
 from app.network.manager import NetworkChecker
+from app.network.static import DHCP, BadSetting, FixedAddress, Ipv4Setting, parse_setting
 from app.pos.client import DIALECTS, PosClientError
 from app.pos.test_sale import TEST_REGISTER, play_test_sale
+from app.pos.tls import pinned_context
 from app.status.verdict import network_layers
 from provisioning.api import HostError
 from provisioning.link import HostLink
@@ -46,6 +51,7 @@ class BoxControls:
     relay: HostRelay  # the test call goes through it, like a sale's
     pos_port: int  # where the box's own POS port listens
     network: NetworkChecker | None = None  # the layered check and rediscovery
+    fixed_address: FixedAddress | None = None  # the box's IPv4 setting
     restart: Callable[[], None] | None = None
     reenroll: Callable[[], tuple[bool, str]] | None = None
 
@@ -119,10 +125,12 @@ def pos_address(box: BoxControls) -> tuple[str, int]:
 
 def test_sale(box: BoxControls) -> Result:
     host, port = pos_address(box)
-    dialect = box.config.pos.dialect if box.config.pos.dialect in DIALECTS else "passport"
+    pos = box.config.pos
+    dialect = pos.dialect if pos.dialect in DIALECTS else "passport"
     try:
-        times = play_test_sale(host, port, dialect, timeout=5.0)
-    except PosClientError as exc:
+        tls = pinned_context(pos.tls_cert) if pos.tls_cert else None
+        times = play_test_sale(host, port, dialect, timeout=5.0, tls=tls)
+    except (PosClientError, OSError) as exc:  # OSError: the certificate file
         return Result(False, f"Test sale failed: {exc}")
     host_state = "online" if box.link.online else "not answering (decided offline)"
     return Result(
@@ -149,7 +157,39 @@ def reenroll(box: BoxControls) -> Result:
     return Result(ok, detail)
 
 
+def fixed_address(box: BoxControls, form: Mapping[str, str]) -> Result:
+    """The form's address/prefix, gateway and DNS servers (separated by spaces or commas)."""
+    field = {name: (form.get(name) or "").strip() for name in ("address", "gateway", "dns")}
+    raw = {
+        "address": field["address"],
+        "gateway": field["gateway"] or None,
+        "dns": [server for server in re.split(r"[\s,]+", field["dns"]) if server],
+    }
+    try:
+        setting = parse_setting(raw)
+    except BadSetting as exc:
+        return Result(False, f"Nothing changed: {exc}.")
+    return _request_address(box, setting)
+
+
+def use_dhcp(box: BoxControls) -> Result:
+    return _request_address(box, DHCP)
+
+
+def _request_address(box: BoxControls, setting: Ipv4Setting) -> Result:
+    if box.fixed_address is None:
+        return Result(False, "Setting the address is not available in this version of the box.")
+    done = box.fixed_address.request(setting, "status page")
+    return Result(done.ok, done.message)
+
+
+# Actions that read fields of the form besides the PIN.
+FORM_ACTIONS: dict[str, Callable[[BoxControls, Mapping[str, str]], Result]] = {
+    "network-static": fixed_address,
+}
+
 ACTIONS: dict[str, Callable[[BoxControls], Result]] = {
+    "network-dhcp": use_dhcp,
     "test-host": test_host,
     "network-refresh": refresh_network,
     "test-sale": test_sale,

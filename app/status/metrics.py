@@ -48,6 +48,7 @@ HELP = {
     "pos_closed_bad_input_total": ("counter", "POS connections closed for unreadable input"),
     "pos_cut_slow_frame_total": ("counter", "POS connections cut: a frame missed its deadline"),
     "pos_refused_over_cap_total": ("counter", "POS connections refused over max_connections"),
+    "pos_tls_refused_total": ("counter", "POS connections closed in the TLS handshake"),
     "pos_overhead_ms": ("gauge", "Box overhead per POS request (not waiting for the host)"),
     "pos_requests_total": ("counter", "POS requests received, by message type"),
     "pos_request_outcomes_total": (
@@ -175,6 +176,7 @@ def render(status: dict[str, Any]) -> str:
         m.add("pos_closed_bad_input_total", pos.get("closed_bad_input"))
         m.add("pos_cut_slow_frame_total", pos.get("cut_slow_frame"))
         m.add("pos_refused_over_cap_total", pos.get("refused_over_cap"))
+        m.add("pos_tls_refused_total", pos.get("tls_refused"))
         _quantiles(m, "pos_overhead_ms", pos.get("overhead_ms"))
 
     for name, value in sorted(section(status, "counters").items()):

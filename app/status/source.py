@@ -18,6 +18,7 @@ from app.journal import Journal
 from app.logs import mask_id
 from app.network.manager import NetworkManager
 from app.network.mdns import Announcer
+from app.network.static import FixedAddress
 from app.offline.policy import PolicyManager
 from app.outbox import Outbox
 from app.pos.server import PosServer
@@ -52,6 +53,7 @@ class StatusSource:
     policies: PolicyManager
     readers: ReaderService
     network: NetworkManager
+    fixed_address: FixedAddress
     # Made after this source, because they read it: the announcer publishes the verdict (and is
     # built at start, once the ports are known), remote management's heartbeat reports it.
     announcer: Callable[[], Announcer | None]
@@ -80,7 +82,7 @@ class StatusSource:
             "policy": self.policies.snapshot(),
             "readers": self.readers.snapshot(),
             "recent_transactions": recent_transactions(self.journal),
-            "network": self.network.snapshot(),
+            "network": {**self.network.snapshot(), "setting": self.fixed_address.snapshot()},
             "mdns": announcer.snapshot() if announcer else None,
             **self.management(),
         }

@@ -237,6 +237,8 @@ def pos_section(status: dict[str, Any], now: float) -> Section:
             ("Connections closed for bad input", text(pos.get("closed_bad_input"))),
             ("Connections cut for a slow frame", text(pos.get("cut_slow_frame"))),
             ("Connections refused over the cap", text(pos.get("refused_over_cap"))),
+            ("TLS", "on" if pos.get("tls") else "off"),
+            ("Connections refused in the TLS handshake", text(pos.get("tls_refused"))),
             ("Box overhead per request", percentiles(pos.get("overhead_ms"))),
         ],
         tables=[peers, told],
@@ -418,6 +420,7 @@ def _reader_verdict(value: Any) -> str:
 
 
 NETWORK_SHOWN = (
+    "setting",
     "facts",
     "check",
     "host_url",
@@ -446,6 +449,7 @@ def network_section(status: dict[str, Any], now: float) -> Section:
         address = f"{address}/{primary['prefix']}"
     rows = [
         ("Box address", text(address)),
+        ("Address setting", _address_setting(section(network, "setting"), now)),
         ("Interface", text(primary.get("interface"))),
         ("Address from", text(primary.get("origin"))),
         ("Gateway", text(gateway)),
@@ -455,6 +459,10 @@ def network_section(status: dict[str, Any], now: float) -> Section:
         ("Host check", _check_result(network)),
         ("Discovery ran", when(network.get("refreshed_at"), now)),
     ]
+    result = section(section(network, "setting"), "result")
+    if result:
+        outcome = "done" if result.get("ok") else "failed"
+        rows.append(("Last address change", f"{outcome}: {text(result.get('message'))}"))
     if facts.get("errors"):
         rows.append(("Discovery problems", text(facts["errors"])))
     rows += scalar_rows(network, skip=NETWORK_SHOWN)
@@ -481,6 +489,51 @@ def network_section(status: dict[str, Any], now: float) -> Section:
     else:
         tone, badge = "ok" if primary else "warn", text(address) if primary else "no address"
     return Section("network", "Network", tone, badge, rows, [table])
+
+
+def _address_setting(setting: dict[str, Any], now: float) -> str:
+    """'fixed 192.168.1.50/24, set by status page at 14:03:12 (2 min ago)', 'DHCP', ..."""
+    if not setting:
+        return DASH
+    static = setting.get("mode") == "static"
+    shown = f"fixed {text(setting.get('address'))}" if static else "DHCP"
+    if setting.get("source"):
+        shown += f", set by {setting['source']} at {when(setting.get('at'), now)}"
+    if setting.get("pending"):
+        shown += "; a change is being applied"
+    if setting.get("managed") is False:
+        shown += "; not applied on this machine (no network helper)"
+    return shown
+
+
+@dataclass
+class AddressForm:
+    address: str = ""
+    gateway: str = ""
+    dns: str = ""
+
+
+def address_form(status: dict[str, Any] | None) -> AddressForm:
+    """The address form's values: the fixed address in force, else what the box has now."""
+    network = section(status or {}, "network")
+    setting = section(network, "setting")
+    if setting.get("mode") == "static":
+        dns = setting.get("dns") or []
+        return AddressForm(
+            str(setting.get("address") or ""),
+            str(setting.get("gateway") or ""),
+            ", ".join(str(d) for d in dns),
+        )
+    facts = section(network, "facts")
+    primary = section(facts, "primary")
+    if primary.get("family") != "ipv4" or not primary.get("address"):
+        return AddressForm()
+    servers = section(facts, "dns").get("servers") or []
+    return AddressForm(
+        f"{primary['address']}/{primary.get('prefix', 24)}",
+        str(primary.get("gateway") or ""),
+        ", ".join(str(d) for d in servers if ":" not in str(d)),
+    )
 
 
 def _check_result(network: dict[str, Any]) -> str:

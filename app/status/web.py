@@ -151,18 +151,19 @@ def _judging(ctx: StatusContext) -> Context:
     return Context(time.time(), ctx.pos_watch.last_seen, **extra)
 
 
-def _page_model() -> view.Page:
-    ctx = _ctx()
-    snapshot = ctx.status()
-    return view.build_page(snapshot, request.host, _judging(ctx))
+def _page_model(snapshot: dict[str, Any] | None) -> view.Page:
+    return view.build_page(snapshot, request.host, _judging(_ctx()))
 
 
 @page.get("/")
 def index():
     ctx = _ctx()
+    snapshot = ctx.status()
     return render_template(
         "status.html",
-        m=_page_model(),
+        m=_page_model(snapshot),
+        address_form=view.address_form(snapshot),
+        has_fixed_address=ctx.controls.fixed_address is not None,
         csrf=auth.csrf_token(),
         actions_enabled=ctx.gate.enabled,
         disabled_message=ctx.gate.disabled_message,
@@ -174,7 +175,7 @@ def index():
 
 @page.get("/live")
 def live():
-    return render_template("_live.html", m=_page_model())
+    return render_template("_live.html", m=_page_model(_ctx().status()))
 
 
 # ---- actions ----------------------------------------------------------------------------------
@@ -187,7 +188,8 @@ def _back() -> Response:
 @actions.post("/actions/<name>")
 def run_action(name: str):
     ctx = _ctx()
-    if name != "diagnostics" and name not in box_actions.ACTIONS:
+    known = {"diagnostics", *box_actions.ACTIONS, *box_actions.FORM_ACTIONS}
+    if name not in known:
         abort(404)
     if not auth.csrf_valid(request.form.get(auth.CSRF_FIELD)):
         log.warning("technician action %s refused: missing or wrong CSRF token", name)
@@ -202,7 +204,10 @@ def run_action(name: str):
     try:
         if name == "diagnostics":
             return _diagnostics(ctx)
-        result = box_actions.ACTIONS[name](ctx.controls)
+        if name in box_actions.FORM_ACTIONS:
+            result = box_actions.FORM_ACTIONS[name](ctx.controls, request.form)
+        else:
+            result = box_actions.ACTIONS[name](ctx.controls)
     except Exception as exc:
         log.exception("technician action %s failed", name)
         result = box_actions.Result(False, f"The action failed: {type(exc).__name__}: {exc}")

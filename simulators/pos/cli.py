@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from app.pos.client import DIALECTS, PosClientError
+from app.pos.tls import client_context
 from simulators.pos.client import PosClient
 from simulators.pos.scenarios import SCRIPTS
 
@@ -51,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
         help="a sale to play (repeatable; default: all, in order)",
     )
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per answer (5)")
+    parser.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        help="speak TLS; the box's certificate must chain to this CA file and name its address",
+    )
     parser.add_argument("--list", action="store_true", help="list the scripted sales")
     return parser
 
@@ -66,8 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"pos-sim: {exc}", file=sys.stderr)
         return 2
-    client = PosClient(host, port, args.dialect, args.complement_crc, args.timeout)
+    try:
+        tls = client_context(args.tls_ca) if args.tls_ca else None
+    except OSError as exc:
+        print(f"pos-sim: cannot read the CA file {args.tls_ca}: {exc.strerror}", file=sys.stderr)
+        return 2
+    client = PosClient(host, port, args.dialect, args.complement_crc, args.timeout, tls)
     crc = ", complemented CRC" if args.complement_crc and args.dialect == "passport" else ""
+    crc += ", TLS" if tls else ""
     try:
         with client:
             client.connect()

@@ -16,7 +16,7 @@ class PosClient(wire.PosClient):
     """One persistent TCP connection to the box, as the POS keeps it."""
 
     def __init__(self, *args: Any, counter: SequenceCounter | None = None, **kwargs: Any) -> None:
-        """The box's client's arguments (host, port, dialect, complement_crc, timeout), and the
+        """The box's client's arguments (host, port, dialect, complement_crc, timeout, tls), and the
         counter that numbers this POS's messages (default: one for the whole process)."""
         super().__init__(*args, **kwargs)
         self.counter = counter or SHARED_COUNTER

@@ -8,7 +8,6 @@ import logging
 import resource
 import socket
 import time
-from collections.abc import Callable, Iterator
 
 import pytest
 import requests
@@ -16,7 +15,6 @@ import requests
 from app.box import Box
 from app.pos.framing import PassportFramer, encode_passport
 from simulators import pos as sim
-from simulators.demo import demo_config
 from tests import floods
 from tests.boxproc import start_box, write_config
 from tests.ports import free_port
@@ -25,25 +23,6 @@ from tests.waiting import wait_for
 DEADLINE_S = 1.5
 BURST = 1000
 GOOD = b"<GetLoyaltyOnlineStatusRequest><RequestHeader/></GetLoyaltyOnlineStatusRequest>"
-
-
-@pytest.fixture
-def box_with(reference_host, tmp_path) -> Iterator[Callable[..., Box]]:
-    """A started box whose [pos] settings the test chooses; stopped after the test."""
-    boxes: list[Box] = []
-
-    def make(**pos: object) -> Box:
-        config = demo_config(reference_host.url, 0, 0, tmp_path / f"data{len(boxes)}")
-        for key, value in pos.items():
-            setattr(config.pos, key, value)
-        box = Box(config)
-        box.start()
-        boxes.append(box)
-        return box
-
-    yield make
-    for box in boxes:
-        box.stop()
 
 
 def open_connections(box: Box) -> int:

@@ -47,6 +47,10 @@ UEFI_FALLBACK_TIMEOUT_S = 2 * UEFI_BOOT_TIMEOUT_S  # two failed attempts of B, t
 WATCHDOG_S = 30  # WatchdogSec in image/overlay/etc/systemd/system/connectbox.service
 RESTART_TIMEOUT_S = 180
 
+# A fixed address the boot test gives the box on QEMU's user network (10.0.2.0/24, gateway
+# 10.0.2.2, DNS 10.0.2.3; DHCP hands out 10.0.2.15): forwarded too, from ports of its own.
+STATIC_GUEST = "10.0.2.50"
+
 # What the development image's serial console shows: agetty's prompt (it logs root in by
 # itself), then root's shell prompt.
 LOGIN_PROMPT = r"login: "
@@ -75,6 +79,8 @@ class Machine:
     status_port: int = field(default_factory=free_port)
     pos_port: int = field(default_factory=free_port)
     reader_port: int = field(default_factory=free_port)
+    static_status_port: int = field(default_factory=free_port)  # to STATIC_GUEST
+    static_pos_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     started: float = 0.0
 
@@ -87,6 +93,7 @@ class Machine:
         self._console: socket.socket | None = None
         self._healthy_at: float | None = None  # seconds after power-on /healthz first answered
         self._boot_failed = ""
+        self.at_static = False  # the page is reached at STATIC_GUEST, not the DHCP address
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -108,7 +115,9 @@ class Machine:
             "-drive", f"file={disk},format=raw,if=virtio",
             "-netdev",
             f"user,id=n0,hostfwd=tcp:127.0.0.1:{self.status_port}-:8080,"
-            f"hostfwd=tcp:127.0.0.1:{self.pos_port}-:9000",
+            f"hostfwd=tcp:127.0.0.1:{self.pos_port}-:9000,"
+            f"hostfwd=tcp:127.0.0.1:{self.static_status_port}-{STATIC_GUEST}:8080,"
+            f"hostfwd=tcp:127.0.0.1:{self.static_pos_port}-{STATIC_GUEST}:9000",
             "-device", "virtio-net-pci,netdev=n0",
             "-smbios", "type=1,serial=CB2026-TEST42",
         ]  # fmt: skip
@@ -176,6 +185,20 @@ class Machine:
 
     stop = power_cut
 
+    def reboot(self) -> None:
+        """`systemctl reboot` in the guest; returns at the next boot's shell prompt. Then
+        `wait_healthy` counts a boot again."""
+        assert self._console is not None, "no console"
+        self.wait_console(SHELL_PROMPT, timeout=BOOT_TIMEOUT_S)
+        with self._cond:
+            start = len(self._buffer)
+        self.started = time.monotonic()
+        self._healthy_at = None
+        self._console.sendall(b"systemctl reboot\n")
+        # Only getty prints the login prompt: the old shell's next prompt does not count.
+        login = self.wait_console(LOGIN_PROMPT, timeout=BOOT_TIMEOUT_S, start=start)
+        self.wait_console(SHELL_PROMPT, timeout=BOOT_TIMEOUT_S, start=login.end())
+
     # -- what the machine shows -------------------------------------------------------------------
 
     def console_text(self) -> str:
@@ -199,9 +222,13 @@ class Machine:
                     raise AssertionError(f"console never showed {pattern!r}:\n{self.tail()}")
                 self._cond.wait(min(left, 1.0))
 
+    @property
+    def page_port(self) -> int:
+        return self.static_status_port if self.at_static else self.status_port
+
     def healthz(self) -> int | None:
         try:
-            url = f"http://127.0.0.1:{self.status_port}/healthz"
+            url = f"http://127.0.0.1:{self.page_port}/healthz"
             with urllib.request.urlopen(url, timeout=3) as response:
                 return response.status
         except Exception:
@@ -241,7 +268,7 @@ class Machine:
         raise AssertionError(f"{self._boot_failed}:\n{self.tail()}")
 
     def status(self) -> dict:
-        url = f"http://127.0.0.1:{self.status_port}/api/status"
+        url = f"http://127.0.0.1:{self.page_port}/api/status"
         with urllib.request.urlopen(url, timeout=5) as response:
             return json.loads(response.read())
 

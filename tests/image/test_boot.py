@@ -15,6 +15,8 @@ own copies of the disk.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import random
 import subprocess
@@ -24,11 +26,13 @@ from pathlib import Path
 
 import pytest
 
+from app.pos.tls import client_context
 from simulators import pos as sim
 from tests.e2e.test_power_loss import pos_load
 from tests.image.qemu import (
     BOOT_TIMEOUT_S,
     RESTART_TIMEOUT_S,
+    STATIC_GUEST,
     UEFI_BOOT_TIMEOUT_S,
     UEFI_FALLBACK_TIMEOUT_S,
     WATCHDOG_S,
@@ -37,8 +41,10 @@ from tests.image.qemu import (
     image_env,
     need_tools,
 )
+from tests.tlsca import make_tls_files
 
 ROOT = Path(__file__).resolve().parents[2]
+CONNECTBOX = "/opt/connectbox/current/bin/connectbox"
 CARD = "6000001234567894"
 SWIPE = f"%B{CARD}^LOYAL/JANE^2912101000000000?;{CARD}=29121010000000000000?\r"
 WEDGE_CARD = "6000009876543217"
@@ -142,26 +148,44 @@ def test_firewall_admits_only_the_pos_port_status_page_mdns_and_dhcp(vm):
     assert "policy drop" in ruleset
     assert "9000" in ruleset and "8080" in ruleset and "5353" in ruleset and "68" in ruleset
     assert "dport 22" not in ruleset and "ssh" not in ruleset
+    # The POS and status ports from the site's own networks only: QEMU's user network (the
+    # forwarded test connections come from its 10.0.2.2) and IPv6 link-local.
+    assert "ip saddr @site_v4 tcp dport { 80, 8080, 9000 } accept" in ruleset
+    assert _site_networks(vm) == ["10.0.2.0/24"]
+    assert "fe80::/64" in vm.check("nft list set inet filter site_v6")
+    assert vm.check("systemctl is-active connectbox-site-networks.service") == "active"
 
 
-def test_sale_gets_the_scan_data_discount(vm, reference_host):
-    vm.wait_healthy(BOOT_TIMEOUT_S)
+def _site_networks(vm: Machine) -> list[str]:
+    listed = vm.check("nft -j list set inet filter site_v4")
+    found = json.loads(listed)["nftables"][1]["set"].get("elem", [])
+    return [f"{e['prefix']['addr']}/{e['prefix']['len']}" for e in found]
+
+
+def _sale(port: int, dialect: str = "passport", tls=None) -> None:
+    """A tobacco sale that gets the Scan Data discount (the box may need a moment to reach
+    the host after /healthz answers)."""
     lines: list[str] = []
     deadline = time.monotonic() + 60
-    while True:  # the box may need a moment to reach the host after /healthz answers
+    while True:
         lines.clear()
         try:
-            with sim.PosClient("127.0.0.1", vm.pos_port, timeout=10.0) as client:
+            with sim.PosClient("127.0.0.1", port, dialect, timeout=10.0, tls=tls) as client:
                 result = sim.tobacco_phone_sale(client, lines.append)
         except Exception as exc:
             result, error = None, exc
         else:
             error = None
         if result is not None and result.discount > 0:
-            break
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"no Scan Data discount: {error or result}\n" + "\n".join(lines))
         time.sleep(3)
+
+
+def test_sale_gets_the_scan_data_discount(vm, reference_host):
+    vm.wait_healthy(BOOT_TIMEOUT_S)
+    _sale(vm.pos_port)
     assert any(e["event"] == "finalize" for e in reference_host.store.events())
 
 
@@ -220,6 +244,91 @@ def test_watchdog_restarts_a_frozen_service(vm):
     print(f"FIGURE watchdog: frozen -> restarted and answering: {time.monotonic() - stopped:.0f} s")
     log = vm.check("journalctl -b -u connectbox.service --no-pager -o cat")
     assert "Watchdog timeout" in log, log[-2000:]
+
+
+def _addresses(vm: Machine) -> list[tuple[str, int, bool]]:
+    """The wired port's global IPv4 addresses: (address, prefix, from DHCP)."""
+    links = json.loads(vm.check("ip -j -4 addr show scope global"))
+    return [
+        (a["local"], a["prefixlen"], bool(a.get("dynamic")))
+        for link in links
+        if link["ifname"].startswith(("en", "eth"))
+        for a in link["addr_info"]
+    ]
+
+
+def test_a_fixed_address_survives_a_reboot_and_the_pos_port_speaks_tls(
+    vm, reference_host, tmp_path
+):
+    """The last test of this boot: it reboots the box (the tests above need none)."""
+    vm.wait_healthy(BOOT_TIMEOUT_S)
+    started = time.monotonic()
+    # TLS on the POS port: a CA made here; the box's certificate and key written through the
+    # console next to the configuration, which names them relative to itself.
+    tls = make_tls_files(tmp_path / "tls")
+    for name, path in (("pos.pem", tls.cert), ("pos.key", tls.key)):
+        encoded = base64.b64encode(path.read_bytes()).decode()
+        vm.check(f"echo {encoded} | base64 -d > /etc/connectbox/{name}")
+    vm.check("chgrp connectbox /etc/connectbox/pos.key && chmod 640 /etc/connectbox/pos.key")
+    vm.check(
+        'sed -i \'/^\\[pos\\]$/a tls_cert = "pos.pem"\\ntls_key = "pos.key"\' '
+        "/etc/connectbox/connectbox.toml"
+    )
+    # A fixed address from the command: applied by the helper, kept once the gateway answers.
+    out = vm.check(
+        f"{CONNECTBOX} network static {STATIC_GUEST}/24 --gateway 10.0.2.2 --dns 10.0.2.3",
+        timeout=240,
+    )
+    assert f"Done: fixed address {STATIC_GUEST}/24, gateway 10.0.2.2, DNS 10.0.2.3 in force" in out
+    applied_s = time.monotonic() - started
+    assert _addresses(vm) == [(STATIC_GUEST, 24, False)]
+
+    vm.at_static = True
+    vm.reboot()
+    seconds = vm.wait_healthy(BOOT_TIMEOUT_S)
+    print(f"FIGURE reboot -> /healthz 200 at the fixed address: {seconds:.1f} s")
+    assert _addresses(vm) == [(STATIC_GUEST, 24, False)]  # no DHCP lease beside it
+    link = vm.check("ls /sys/class/net | grep -E '^(en|eth)' | head -1")
+    network_file = vm.check(f"networkctl status --no-pager -n 0 {link} | grep 'Network File'")
+    assert "/etc/systemd/network/10-connectbox-static.network" in network_file
+    setting = vm.status()["network"]["setting"]
+    assert (setting["managed"], setting["mode"], setting["address"], setting["source"]) == (
+        True,
+        "static",
+        f"{STATIC_GUEST}/24",
+        "connectbox network",
+    )
+    assert setting["result"]["ok"] is True and setting["pending"] is False
+    assert _site_networks(vm) == ["10.0.2.0/24"]
+    assert vm.check("systemctl --failed --no-legend --plain") == ""
+
+    # A TLS sale in both dialects, at the fixed address.
+    for dialect in ("passport", "eps"):
+        _sale(vm.static_pos_port, dialect, client_context(tls.ca))
+    assert vm.status()["pos"]["tls"] is True
+
+    # A fixed address whose gateway never answers is not kept: the previous one comes back.
+    status, out = vm.shell(
+        f"{CONNECTBOX} network static 10.0.2.60/24 --gateway 10.0.2.77 --dns 10.0.2.3",
+        timeout=240,
+    )
+    assert status == 1, out
+    assert (
+        "not kept: the gateway 10.0.2.77 does not answer; back to fixed address 10.0.2.50/24" in out
+    )
+    vm.wait_healthy(BOOT_TIMEOUT_S)
+    assert _addresses(vm) == [(STATIC_GUEST, 24, False)]
+
+    # And back to DHCP.
+    out = vm.check(f"{CONNECTBOX} network dhcp", timeout=240)
+    assert "Done: DHCP in force" in out, out
+    vm.at_static = False
+    vm.wait_healthy(BOOT_TIMEOUT_S)
+    assert _addresses(vm) == [("10.0.2.15", 24, True)]
+    print(
+        f"FIGURE fixed address + TLS test: applied in {applied_s:.0f} s, "
+        f"whole test {time.monotonic() - started:.0f} s"
+    )
 
 
 # -- a pulled power cord -------------------------------------------------------------------------

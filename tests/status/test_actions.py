@@ -291,3 +291,51 @@ def test_diagnostics_bundle_has_config_without_secrets_status_and_logs(status_si
     assert files["verdict.txt"].splitlines()[0]
     for content in files.values():
         assert "demo-token" not in content and PIN not in content
+
+
+# ---- the box's address -------------------------------------------------------------------------
+
+
+def _post_address(client, action, **fields):
+    form = {"csrf": _csrf(client), "pin": PIN, **fields}
+    return client.post(f"/actions/{action}", data=form, follow_redirects=True)
+
+
+def test_a_fixed_address_from_the_page_is_checked_then_requested(status_site):
+    site = status_site()
+    client = site.app.test_client()
+    form = {"address": "192.168.1.50/24", "gateway": "192.168.1.1", "dns": "192.168.1.1, 9.9.9.9"}
+    bad = _flash(_post_address(client, "network-static", **{**form, "gateway": "10.0.0.1"}))
+    assert bad.startswith("error: Nothing changed: gateway: 10.0.0.1 is not an address in")
+    assert site.box.status()["network"]["setting"]["mode"] == "dhcp"
+    reply = _post_address(client, "network-static", **form)
+    # This machine is no Connect Box image: kept, and said to be not applied.
+    assert _flash(reply).startswith("ok: Fixed address 192.168.1.50/24, gateway 192.168.1.1, DNS")
+    assert "not applied" in _flash(reply)
+    setting = site.box.status()["network"]["setting"]
+    assert (setting["mode"], setting["address"], setting["source"]) == (
+        "static",
+        "192.168.1.50/24",
+        "status page",
+    )
+    page = client.get("/").get_data(True)
+    assert "fixed 192.168.1.50/24, set by status page at" in page
+    assert 'value="192.168.1.50/24"' in page and 'value="192.168.1.1, 9.9.9.9"' in page
+    assert _flash(_post_address(client, "network-dhcp")).startswith("ok: DHCP saved")
+    assert site.box.status()["network"]["setting"]["mode"] == "dhcp"
+
+
+def test_the_address_actions_need_the_pin(status_site):
+    site = status_site()
+    client = site.app.test_client()
+    form = {"csrf": _csrf(client), "address": "192.168.1.50/24", "gateway": "192.168.1.1"}
+    reply = client.post("/actions/network-static", data={**form, "dns": "1.1.1.1"})
+    assert reply.status_code == 303
+    assert site.box.status()["network"]["setting"]["source"] is None  # nothing requested
+
+
+def test_without_the_address_setting_the_buttons_are_off():
+    client = create_app(FakeStatus(), fake_controls()).test_client()
+    page = client.get("/").get_data(True)
+    assert re.search(r'id="do-network-static"[^>]*disabled', page)
+    assert "not available" in _flash(_post(client, "network-dhcp", PIN))
