@@ -39,10 +39,10 @@ def test_every_table_of_keys_has_its_place_in_the_docs():
 
 
 def test_every_key_of_the_examples_is_declared():
-    examples = re.findall(r"```toml\n(.*?)```", DOC.read_text(), re.S)
-    assert len(examples) >= 3  # the whole file, TLS, a fixed address
-    for example in examples:
-        for section, keys in tomllib.loads(example).items():
+    snippets = re.findall(r"```toml\n(.*?)```", DOC.read_text(), re.S)
+    assert len(snippets) >= 3  # the whole file, TLS, a fixed address
+    for snippet in snippets:
+        for section, keys in tomllib.loads(snippet).items():
             assert set(keys) <= set(table_keys(tables()[section])), section
 
 
