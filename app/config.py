@@ -572,8 +572,9 @@ class NetworkConfig:
     ipv4: Ipv4Setting | None = setting(
         None,
         Ipv4(),
-        'The box\'s IPv4 address: `"dhcp"`, or a fixed address as a table `{ address = '
-        '"192.168.1.50/24", gateway = "192.168.1.1", dns = ["192.168.1.1"] }`. Not set: DHCP, '
+        'The box\'s IPv4 address: `"dhcp"`, or a fixed address as a table with `address` '
+        '(e.g. `"192.168.1.50/24"`), `gateway` and `dns` (a list; see "A fixed address" '
+        "below). Not set: DHCP, "
         "unless a technician set a fixed address (status page, `connectbox network`). A change "
         "is applied at start, kept only if the gateway answers; the latest change wins, "
         "whoever made it.",

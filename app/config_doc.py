@@ -23,6 +23,7 @@ from app.config import (
     Bindings,
     Config,
     Flag,
+    Ipv4,
     Key,
     Kind,
     Url,
@@ -100,7 +101,11 @@ def _default(key: Key, value: Any) -> str:
 # ---- the example and the settings in effect ------------------------------------------------
 
 # What an example shows for a key that has no default (the comment says it is not set).
-PLACEHOLDERS: dict[type[Kind], str] = {Url: '"https://loyalty.example.com"', Flag: "true"}
+PLACEHOLDERS: dict[type[Kind], str] = {
+    Url: '"https://loyalty.example.com"',
+    Flag: "true",
+    Ipv4: '"dhcp"',  # or a fixed address: docs/configuration.md, "A fixed address"
+}
 
 
 def example() -> str:

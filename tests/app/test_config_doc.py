@@ -84,11 +84,11 @@ def test_the_example_shows_every_declared_key_and_parses():
 
 
 def test_the_example_shows_the_real_defaults():
-    # Every key uncommented; not token_file (token or token_file, not both) nor the PIN ("..."
-    # is no PIN: the box says so).
+    # Every key uncommented; not token_file (token or token_file, not both), the PIN ("..." is
+    # no PIN: the box says so) nor the TLS files ("..." is no file).
     uncomment = re.compile(r"^# (\[\[[a-z.]+\]\]$|[a-z0-9_]+ = )")
     lines = [uncomment.sub(r"\1", line) for line in example().splitlines()]
-    raw = tomllib.loads("\n".join(x for x in lines if not x.startswith(("token_file", "pin"))))
+    raw = tomllib.loads("\n".join(x for x in lines if not x.startswith(("token_file", "pin", "tls_"))))
     config = parse_config(raw)
     defaults = Config()
     for place, table in tables().items():
@@ -130,7 +130,7 @@ def test_every_key_the_docs_name_is_declared():
     """`[section] key` in the prose of the docs and the README names a real key (a renamed or
     removed key would leave a stale one); the provider's keys are checked as the provider's."""
     root = DOC.parent.parent
-    named = re.compile(r"(?<!\[)\[([a-z]+(?:\.[a-z]+)?)\] ([a-z_][a-z_.]*[a-z_])")
+    named = re.compile(r"(?<!\[)\[([a-z]+(?:\.[a-z]+)?)\] ([a-z_][a-z0-9_.]*[a-z0-9_])")
     for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         for line in path.read_text().splitlines():
             if "unknown key" in line:  # an error message the docs show, typo included
