@@ -76,7 +76,9 @@ def test_a_stalled_handshake_does_not_hold_the_only_slot(tls_box, tls_files):
         started = time.monotonic()
         assert stalled.recv(1024) == b"", "the box kept a stalled handshake open"
         cut_after = time.monotonic() - started
-    assert 0.9 <= cut_after < 2.5, f"cut {cut_after:.2f} s after the first byte"
+    # Not before the frame deadline; the upper bound only bounds a failure (a loaded machine
+    # cut it 3 s late once): a handshake that never ends would hit the 10 s socket timeout.
+    assert 0.9 <= cut_after < 8.0, f"cut {cut_after:.2f} s after the first byte"
     assert wait_for(lambda: box.pos_server.tls_refused == 1)
     assert wait_for(lambda: not box.pos_server.snapshot()["connections"])
     with sim.PosClient("127.0.0.1", port, tls=client_context(tls_files.ca)) as pos:
