@@ -24,41 +24,41 @@ from app.network.static import (
     parse_setting,
 )
 
-GOOD = {"address": "192.168.1.50/24", "gateway": "192.168.1.1", "dns": ["192.168.1.1", "9.9.9.9"]}
+GOOD = {"address": "192.0.2.50/24", "gateway": "192.0.2.1", "dns": ["192.0.2.1", "203.0.113.9"]}
 FIXED = parse_setting(GOOD)
 
 
 def test_a_good_setting_and_dhcp():
     assert (
         Ipv4Setting(
-            IPv4Interface("192.168.1.50/24"),
-            IPv4Address("192.168.1.1"),
-            (IPv4Address("192.168.1.1"), IPv4Address("9.9.9.9")),
+            IPv4Interface("192.0.2.50/24"),
+            IPv4Address("192.0.2.1"),
+            (IPv4Address("192.0.2.1"), IPv4Address("203.0.113.9")),
         )
         == FIXED
     )
     assert parse_setting(FIXED.to_json()) == FIXED
     assert parse_setting("dhcp") == DHCP and DHCP.to_json() == "dhcp" and DHCP.mode == "dhcp"
-    assert parse_setting({**GOOD, "dns": "192.168.1.1"}).dns == (IPv4Address("192.168.1.1"),)
+    assert parse_setting({**GOOD, "dns": "192.0.2.1"}).dns == (IPv4Address("192.0.2.1"),)
 
 
 @pytest.mark.parametrize(
     ("change", "part", "why"),
     [
-        ({"address": "192.168.1.50"}, "address", "address/prefix"),
-        ({"address": "192.168.1.300/24"}, "address", "IPv4 address"),
-        ({"address": "192.168.1.50/31"}, "address", "from 8 to 30"),
-        ({"address": "192.168.1.0/24"}, "address", "network's own or broadcast"),
-        ({"address": "192.168.1.255/24"}, "address", "network's own or broadcast"),
+        ({"address": "192.0.2.50"}, "address", "address/prefix"),
+        ({"address": "192.0.2.300/24"}, "address", "IPv4 address"),
+        ({"address": "192.0.2.50/31"}, "address", "from 8 to 30"),
+        ({"address": "192.0.2.0/24"}, "address", "network's own or broadcast"),
+        ({"address": "192.0.2.255/24"}, "address", "network's own or broadcast"),
         ({"address": "127.0.0.5/8", "gateway": "127.0.0.1"}, "address", "cannot be"),
         ({"address": "169.254.1.5/16", "gateway": "169.254.1.1"}, "address", "cannot be"),
         ({"address": "224.0.0.5/24", "gateway": "224.0.0.1"}, "address", "cannot be"),
         ({"gateway": None}, "gateway", "missing"),
-        ({"gateway": "192.168.2.1"}, "gateway", "not an address in the box's network"),
-        ({"gateway": "192.168.1.50"}, "gateway", "box's own address"),
+        ({"gateway": "198.51.100.1"}, "gateway", "not an address in the box's network"),
+        ({"gateway": "192.0.2.50"}, "gateway", "box's own address"),
         ({"gateway": "router"}, "gateway", "IPv4 address"),
         ({"dns": []}, "dns", "1 to 3"),
-        ({"dns": ["1.1.1.1", "1.0.0.1", "8.8.8.8", "8.8.4.4"]}, "dns", "1 to 3"),
+        ({"dns": ["203.0.113.1", "203.0.113.2", "203.0.113.8", "203.0.113.4"]}, "dns", "1 to 3"),
         ({"dns": ["0.0.0.0"]}, "dns", "cannot be"),
         ({"dns": ["2001:db8::1"]}, "dns", "IPv4 address"),
         ({"mask": "255.255.255.0"}, "", "unknown field 'mask'"),
@@ -79,8 +79,8 @@ def test_not_a_setting_at_all():
 def test_the_network_file_fixes_ipv4_on_the_wired_port_and_never_takes_a_used_address():
     text = network_file(FIXED)
     assert "[Match]\nName=en* eth*\n" in text
-    assert "Gateway=192.168.1.1\nDNS=192.168.1.1\nDNS=9.9.9.9\nDHCP=ipv6\n" in text
-    assert "[Address]\nAddress=192.168.1.50/24\nDuplicateAddressDetection=ipv4\n" in text
+    assert "Gateway=192.0.2.1\nDNS=192.0.2.1\nDNS=203.0.113.9\nDHCP=ipv6\n" in text
+    assert "[Address]\nAddress=192.0.2.50/24\nDuplicateAddressDetection=ipv4\n" in text
 
 
 # ---- the config file and the provider's config ---------------------------------------------
@@ -91,8 +91,8 @@ def test_the_config_key_is_checked_by_the_same_rules():
     assert parse_config(raw).network.ipv4 == FIXED
     assert parse_config({**raw, "network": {"ipv4": "dhcp"}}).network.ipv4 == DHCP
     assert parse_config({**raw, "network": {}}).network.ipv4 is None
-    bad = {**raw, "network": {"ipv4": {**GOOD, "gateway": "10.0.0.1"}}}
-    with pytest.raises(ConfigError, match=r"^config error: \[network\] ipv4.gateway: 10.0.0.1"):
+    bad = {**raw, "network": {"ipv4": {**GOOD, "gateway": "198.51.100.7"}}}
+    with pytest.raises(ConfigError, match=r"^config error: \[network\] ipv4.gateway: 198.51.100.7"):
         parse_config(bad)
 
 
@@ -144,20 +144,20 @@ def test_a_fixed_address_that_works_is_kept(box):
     fixed, helper, system = box
     requested = fixed.request(FIXED, "status page")
     assert requested.ok and "keeps it only if it works" in requested.message
-    assert "http://192.168.1.50/" in requested.message
+    assert "http://192.0.2.50/" in requested.message
     assert fixed.outcome(requested.request_id) is None  # the helper has not run yet
     assert fixed.snapshot()["pending"] is True
     helper.run()
     assert system.reloads == 1 and system.tried == [FIXED]
     assert (helper.state_dir / NETWORK_FILE).read_text() == network_file(FIXED)
     outcome = fixed.outcome(requested.request_id)
-    assert outcome.ok and "192.168.1.50/24" in outcome.message
+    assert outcome.ok and "192.0.2.50/24" in outcome.message
     shown = fixed.snapshot()
     assert shown["managed"] and shown["mode"] == "static" and not shown["pending"]
     assert (shown["address"], shown["gateway"], shown["dns"]) == (
-        "192.168.1.50/24",
-        "192.168.1.1",
-        ["192.168.1.1", "9.9.9.9"],
+        "192.0.2.50/24",
+        "192.0.2.1",
+        ["192.0.2.1", "203.0.113.9"],
     )
     assert shown["source"] == "status page" and shown["result"]["ok"] is True
     helper.run()  # nothing new: nothing done
@@ -166,14 +166,14 @@ def test_a_fixed_address_that_works_is_kept(box):
 
 def test_a_fixed_address_that_does_not_work_goes_back_to_the_previous_setting(box):
     fixed, helper, system = box
-    system.works_for = lambda s: "the gateway 192.168.1.1 does not answer" if s.address else None
+    system.works_for = lambda s: "the gateway 192.0.2.1 does not answer" if s.address else None
     requested = fixed.request(FIXED, "status page")
     helper.run()
     assert system.reloads == 2  # the new setting, then the previous one back
     assert (helper.state_dir / NETWORK_FILE).read_text() == ""  # DHCP: 20-wired.network
     outcome = fixed.outcome(requested.request_id)
     assert not outcome.ok
-    assert "not kept: the gateway 192.168.1.1 does not answer; back to DHCP" in outcome.message
+    assert "not kept: the gateway 192.0.2.1 does not answer; back to DHCP" in outcome.message
     assert fixed.snapshot()["mode"] == "dhcp"
 
 
@@ -204,7 +204,7 @@ def test_a_request_during_a_trial_is_handled_in_the_same_run(box):
 
 def test_a_trial_a_power_cut_interrupted_is_settled_at_boot(box):
     fixed, helper, system = box
-    other = parse_setting({**GOOD, "address": "192.168.1.60/24"})
+    other = parse_setting({**GOOD, "address": "192.0.2.60/24"})
     fixed.request(FIXED, "status page")
     helper.run()
     requested = fixed.request(other, "status page")
@@ -213,7 +213,7 @@ def test_a_trial_a_power_cut_interrupted_is_settled_at_boot(box):
     state.previous, state.setting, state.trial = state.setting, other, requested.request_id
     state.save(helper.state_path)
     (helper.state_dir / NETWORK_FILE).write_text(network_file(other))
-    system.works_for = lambda s: None if s == FIXED else "192.168.1.60/24 is not up"
+    system.works_for = lambda s: None if s == FIXED else "192.0.2.60/24 is not up"
     helper.run()  # at boot
     assert (helper.state_dir / NETWORK_FILE).read_text() == network_file(FIXED)
     outcome = fixed.outcome(requested.request_id)
@@ -267,13 +267,13 @@ def test_outside_the_image_a_request_is_kept_and_says_it_was_not_applied(tmp_pat
 
 def test_configured_values_apply_when_they_change_so_the_latest_change_wins(tmp_path):
     fixed = FixedAddress(tmp_path / "data", tmp_path / "none", tmp_path / "no-helper.py")
-    other = parse_setting({**GOOD, "address": "192.168.1.60/24"})
+    other = parse_setting({**GOOD, "address": "192.0.2.60/24"})
     assert fixed.configured("file", FIXED) is not None  # first start: the file's address
     assert fixed.configured("file", FIXED) is None  # every later start: not again
     fixed.request(DHCP, "status page")  # the technician
     assert fixed.configured("file", FIXED) is None  # a restart does not undo the technician
     assert fixed.configured("provider", other) is not None
-    assert fixed.snapshot()["address"] == "192.168.1.60/24"
+    assert fixed.snapshot()["address"] == "192.0.2.60/24"
     assert fixed.configured("provider", other) is None
     assert fixed.configured("file", DHCP) is not None  # the file changed: it applies again
     assert fixed.snapshot()["mode"] == "dhcp"
