@@ -88,3 +88,39 @@ def _get_rewards(amount: str) -> bytes:
 @example(payload=_get_rewards("123456789012345678901234567890"), dialect="eps")
 def test_every_amount_in_a_request_is_bounded(payload, dialect):
     assert_bounded(read(payload, dialect))
+
+
+_DATE_OR_TIME = st.one_of(
+    st.text(max_size=40),
+    st.dates().map(str),
+    st.times().map(str),
+    st.builds(lambda t, h: f"{t}{h:+03d}:00", st.times().map(str), st.integers(-14, 14)),
+)
+
+
+@fuzz_settings(300)
+@example(day="2025-09-17", clock="13:44:17-04:00", closing="2025-13-40")
+@given(day=_DATE_OR_TIME, clock=_DATE_OR_TIME, closing=_DATE_OR_TIME)
+def test_any_pos_dates_and_times_read_as_rfc_3339_or_nothing(day, clock, closing):
+    """The POS's event and period times (EndPeriod, TransactionHeader): a readable pair becomes
+    one RFC 3339 time with an offset; anything else is left out, never an error."""
+    from xml.sax.saxutils import escape
+
+    from provisioning.rfc3339 import parse_rfc3339
+
+    day, clock, closing = (escape(v) for v in (day, clock, closing))
+    payload = (
+        "<EndPeriodRequest><RequestHeader><POSSequenceID>9</POSSequenceID></RequestHeader>"
+        f"<FromPeriod><BusinessPeriod><BusinessDate>{closing}</BusinessDate>"
+        f"<BeginDate>{day}</BeginDate><BeginTime>{clock}</BeginTime></BusinessPeriod>"
+        "</FromPeriod></EndPeriodRequest>"
+    ).encode("utf-8", "surrogatepass")
+    try:
+        request = read_request(payload)
+    except XmlError:
+        return  # text XML cannot hold (a control character): refused as a whole
+    period = request.periods["from"]
+    if period.begin is not None:
+        assert parse_rfc3339(period.begin).tzinfo is not None
+    if period.business_date is not None:
+        assert len(period.business_date) == 10
