@@ -36,7 +36,7 @@ from app.host.payload import (
     transaction_body,
     unreadable_body,
 )
-from app.host.relay import HostRelay
+from app.host.relay import HostRelay, Outcome
 from app.host.translate import receipt_lines, translate_rewards, trim
 from app.journal import Journal, JournalError, Kept, dumps
 from app.logs import mask_id
@@ -338,7 +338,9 @@ class LoyaltyService:
         session.register_id = request.register or session.register_id
         return self._identify(request, session, "messaging", deadline)
 
-    def _identify(self, request: Request, session: Session, purpose: str, deadline: float):
+    def _identify(
+        self, request: Request, session: Session, purpose: str, deadline: float
+    ) -> Handled:
         response = _answer(request, session.session_id)
         age_checked = self._take_loyalty_id(request, session)
         if not session.loyalty_id:
@@ -363,7 +365,7 @@ class LoyaltyService:
             text = answer.get("display_text") or ("WELCOME" if valid else "INVALID LOYALTY ID")
             response.receipt_lines = receipt_lines(answer.get("receipt_lines"))
         else:
-            self.counters.add(_failure_counter(outcome).replace("rewards.", "identify."))
+            self.counters.add(_failure_counter(outcome, "identify"))
             valid = self.engine.loyalty_id_valid(session.loyalty_id) is not False
             text = ACCEPTED_OFFLINE_TEXT if valid else "INVALID LOYALTY ID"
             log.info(
@@ -715,12 +717,13 @@ def _counting_from(begin: str | None) -> float:
         return time.time() - 8 * 86_400
 
 
-def _failure_counter(outcome) -> str:
+def _failure_counter(outcome: Outcome, call: str = "rewards") -> str:
+    """The counter of a host call that gave no answer, e.g. `rewards.timeout`."""
     if outcome.skipped:
-        return "rewards.host_refused"  # not enrolled, or the token was refused
+        return f"{call}.host_refused"  # not enrolled, or the token was refused
     if outcome.hedged:
-        return "rewards.host_known_down"
-    return "rewards.timeout" if outcome.timed_out else "rewards.host_error"
+        return f"{call}.host_known_down"
+    return f"{call}.timeout" if outcome.timed_out else f"{call}.host_error"
 
 
 def _loyalty_key(loyalty_id: str | None) -> str | None:
