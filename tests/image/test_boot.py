@@ -136,6 +136,22 @@ def test_root_is_read_only_and_the_data_partition_holds_the_state(vm):
     print(f"FIGURE service RSS after boot: {rss_kib / 1024:.1f} MiB")
 
 
+def test_a_headless_box_boots_to_multi_user_with_its_tools_and_without_leftovers(vm, image):
+    vm.wait_healthy(BOOT_TIMEOUT_S)
+    assert vm.check("systemctl get-default") == "multi-user.target"
+    assert vm.check("systemctl is-active graphical.target; true") != "active"
+    # procps: ps and free for whoever looks at the box.
+    assert "connectbox" in vm.check("ps -eo user,comm")
+    assert vm.check("free -m").startswith(" ")
+    # No apt timers on a read-only root; no floppy probing.
+    assert "apt" not in vm.check("systemctl list-timers --all --no-legend --plain")
+    assert vm.check("lsmod | grep -c '^floppy' ; true") == "0"
+    assert "blacklist floppy" in vm.check("cat /etc/modprobe.d/connectbox.conf")
+    # The initramfs is zstd-compressed (zstd is installed; gzip was the fallback).
+    with open(image["CONNECTBOX_IMAGE_INITRD"], "rb") as initrd:
+        assert initrd.read(4) == b"\x28\xb5\x2f\xfd"
+
+
 def test_firewall_admits_only_the_pos_port_status_page_mdns_and_dhcp(vm):
     vm.wait_healthy(BOOT_TIMEOUT_S)
     ruleset = vm.check("nft list ruleset")
