@@ -110,7 +110,7 @@ def _run(config_arg: str | None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    setup_logging(config.log.level)
+    setup_logging(config.log.level, config.log.journal_sync)
     from app.box import Box
 
     try:

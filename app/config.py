@@ -560,6 +560,13 @@ class LogConfig:
         "Logs go to stderr (journald under systemd). Loyalty IDs are always masked to their last "
         "4 characters.",
     )
+    journal_sync: Path | None = setting(
+        None,
+        FilePath(),
+        "The journal sync helper's socket (the image: `/run/connectbox-journal-sync.sock`): every "
+        "warning or error asks it to write the journal to disk at once. Not set: journald's own "
+        "interval.",
+    )
 
 
 @dataclass
