@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from app import __version__, systemd
+from app.clock import ClockKeeper
 from app.config import Config
 from app.host.payload import Identity
 from app.host.relay import HostRelay
@@ -61,13 +62,17 @@ class Box:
         self.journal = Journal(data_dir / "journal.db")
         self.outbox = Outbox(self.journal, self.link)
         self.retention = Retention(self.journal, days=config.storage.retention_days)
+        # The clock, set from the host's `Date` while NTP cannot reach it (app/clock.py).
+        self.clock = ClockKeeper(self.host_client, config.host.clock_helper)
         self.policies = PolicyManager(
             self.host_client,
             config.policy.trusted_keys,
             config.host.site_id,
             data_dir / "policy.json",
             paused=lambda: self.link.unauthorized,
+            clock_check=self.clock.problem,
         )
+        self.clock.on_step = self.policies.note_skew
         self.engine = OfflineEngine(
             self.policies, self.journal, last_contact=lambda: self.link.last_ok
         )
@@ -252,6 +257,7 @@ class Box:
     def _housekeep(self) -> None:
         while not self._stopped.wait(HOUSEKEEPING_S):
             self._save_last_host_contact()
+            self.clock.tick()
             self.retention.tick()  # bounded: a few short transactions at most
             if self.announcer is not None:  # the verdict in the mDNS TXT record
                 found = verdict(self.status_source.status())

@@ -384,6 +384,14 @@ class HostConfig:
         Text(),
         "Extra CA bundle to verify the host's TLS certificate with. TLS verification is always on.",
     )
+    clock_helper: Path | None = setting(
+        None,
+        FilePath(),
+        "The clock helper's socket (the image: `/run/connectbox-clock.sock`). Set: while NTP has "
+        "not synchronized the clock, the box sets it from the host's `Date` through the helper, "
+        "and offline decisions wait for a clock set by NTP or from the host. Not set: the clock "
+        "is only checked against the host's.",
+    )
 
 
 @dataclass
