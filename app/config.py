@@ -558,6 +558,13 @@ class ProvisioningConfig:
         "Where releases live (`releases/<version>`, `current`, `previous`) for remote updates. "
         "Not set: `update` commands are refused.",
     )
+    update_socket: Path | None = setting(
+        None,
+        FilePath(),
+        "The privileged update unit's socket (the image: `/run/connectbox-update.sock`): `update` "
+        "commands are handed to it and the service never writes `software_root` itself. Not "
+        "set: the service updates itself (development).",
+    )
 
 
 @dataclass
