@@ -34,6 +34,7 @@ from app.pos.service import LoyaltyService
 from app.pos.sessions import SessionStore
 from app.readers import ReaderService
 from app.retention import Retention
+from app.safe_mode import remember_config
 from app.status.actions import BoxControls
 from app.status.listener import StatusListener
 from app.status.source import StatusSource
@@ -231,6 +232,7 @@ class Box:
             signal.signal(signum, lambda *_: self._stopped.set())
         self.start()
         systemd.notify("READY=1")
+        remember_config(self.config)  # what safe mode uses if the file breaks later
         interval = systemd.watchdog_interval_s() or 5.0
         try:
             while not self._stopped.wait(interval):
