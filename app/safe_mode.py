@@ -140,8 +140,9 @@ class SafeMode:
     def running_version(self) -> str:
         """The release the service failed to run (`current`), not safe mode's own."""
         root = self.config.provisioning.software_root
-        with contextlib.suppress(OSError, TypeError):
-            return Path(os.readlink(Path(root) / "current")).name  # type: ignore[arg-type]
+        if root is not None:
+            with contextlib.suppress(OSError):
+                return Path(os.readlink(root / "current")).name
         return __version__
 
     def reason(self) -> str:

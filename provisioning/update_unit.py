@@ -107,8 +107,10 @@ class UnitUpdates:
         return _result_path(self.results, command_id).exists()
 
     def unsettled(self) -> bool:
-        """An update between switch and result (the unit resumes it when asked)."""
-        return self.marker.exists()
+        """An update between switch and result, or a request whose instance may have died with
+        the box (the unit settles both when asked to resume)."""
+        states = ((_read(path) or {}).get("state") for path in self.results.glob("*.json"))
+        return self.marker.exists() or "running" in states
 
 
 def _result_path(results: Path, command_id: str) -> Path:
@@ -158,7 +160,9 @@ class Unit:
         action = request.get("action")
         command_id = request.get("command_id")
         if action == "resume":
-            self.settle(None)
+            with self._one_at_a_time():  # after any request still at work
+                self._fail_orphans()
+                self.settle(None)
             return 0
         if action == "start-service":
             log.info("starting the service again (asked by safe mode)")
@@ -210,10 +214,25 @@ class Unit:
             )
         self.updater.acknowledge(outcome.command_id)
 
+    def _fail_orphans(self) -> None:
+        """Requests left "running" by an instance that died (a power cut while downloading):
+        nothing was switched, so they failed; one the marker names is settled by `settle`."""
+        marker = self.updater.pending() or {}
+        for path in self.results.glob("*.json"):
+            result = _read(path) or {}
+            command_id = result.get("command_id")
+            if result.get("state") != "running" or command_id == marker.get("command_id"):
+                continue
+            detail = "interrupted (the box stopped) before the switch; nothing changed"
+            self._store(
+                str(command_id), result.get("version"), state="done", ok=False, detail=detail
+            )
+
     @contextlib.contextmanager
     def _one_at_a_time(self) -> Iterator[None]:
         """Update commands in turn (one instance each): the next waits for the one before,
         instead of being refused as busy by the Updater's own lock."""
+        self.results.mkdir(mode=0o755, exist_ok=True)
         fd = os.open(self.results, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -150,3 +150,17 @@ def test_guard_rolls_back_a_release_that_cannot_start(
     assert site.service.serving() == "1.0.0"
     [outcome] = UnitUpdates(site.root / "no.sock", site.root).done()
     assert outcome.command_id == "c-4" and not outcome.ok
+
+
+def test_a_request_whose_instance_died_is_failed_when_the_service_asks_to_resume(
+    site: Site, tmp_path: Path
+) -> None:
+    site.bootstrap("1.0.0")
+    unit = _unit(site)
+    unit._store("c-5", "1.1.0", state="running")  # the box lost power while downloading
+    service = UnitUpdates(tmp_path / "no.sock", site.root)
+    assert service.unsettled() and service.done() == []
+    assert unit.handle({"action": "resume"}) == 0
+    [outcome] = service.done()
+    assert outcome.command_id == "c-5" and not outcome.ok and "interrupted" in outcome.detail
+    assert site.service.serving() == "1.0.0"
