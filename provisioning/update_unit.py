@@ -81,6 +81,8 @@ class UnitUpdates:
             sock.shutdown(socket.SHUT_WR)
 
     def apply(self, command_id: str, args: dict[str, Any]) -> None:
+        """ValueError for a command id the unit would refuse (its result names a file)."""
+        _result_path(self.results, command_id)
         self.send({"action": "apply", "command_id": command_id, "args": args})
 
     def acknowledge(self, command_id: str) -> None:

@@ -83,6 +83,8 @@ def test_a_command_id_is_never_a_path(site: Site) -> None:
     assert unit.handle({"action": "apply", "command_id": "../../etc/x", "args": {}}) == 2
     assert unit.handle({"action": "acknowledge", "command_id": ""}) == 2
     assert not (site.root / "results").exists()
+    with pytest.raises(ValueError):  # the service refuses it before it asks the unit
+        UnitUpdates(site.root / "no.sock", site.root).apply("../x", {})
 
 
 def test_requests_travel_over_the_unit_socket(tmp_path: Path) -> None:
