@@ -378,6 +378,13 @@ def test_safe_mode_answers_when_the_service_cannot_start(vm, reference_host):
     vm.check(f"cp {config} /tmp/good.toml && echo 'not [valid' >> {config}")
     vm.check("systemctl restart --no-block connectbox.service")
     beats = len(reference_host.store.heartbeats("D-DEMO"))
+    # Once the broken service has run, queued for safe mode's first heartbeat.
+    broken = "journalctl -b -u connectbox -o cat --no-pager | grep -q 'not valid TOML'"
+    deadline = time.monotonic() + 120
+    while vm.shell(broken)[0] != 0:
+        assert time.monotonic() < deadline, vm.check("systemctl status connectbox; true")
+        time.sleep(2)
+    logs = reference_host.store.queue_command("D-DEMO", "upload_logs", {})
     deadline = time.monotonic() + 300
     status = None
     while status is None or not status.get("safe_mode"):
@@ -398,7 +405,6 @@ def test_safe_mode_answers_when_the_service_cannot_start(vm, reference_host):
     assert "not valid TOML" in status["reason"]
     guard = vm.check("journalctl -b -u connectbox-update-guard -o cat --no-pager")
     assert "no update explains it: starting safe mode" in guard, guard[-2000:]
-    logs = reference_host.store.queue_command("D-DEMO", "upload_logs", {})
     results = _command_results(reference_host, [logs], timeout=180)
     assert results[logs]["ok"], results[logs]
     beat = reference_host.store.heartbeats("D-DEMO")[-1]
