@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from app import __version__, systemd
+from app.clock import ClockKeeper
 from app.config import Config, Listen
 from app.host.payload import Identity
 from app.host.relay import HostRelay
@@ -38,6 +39,7 @@ from app.pos.sessions import SessionStore
 from app.pos.tls import server_context
 from app.readers import ReaderService
 from app.retention import Retention
+from app.safe_mode import remember_config
 from app.start_errors import StartError, cannot_listen
 from app.status.actions import BoxControls
 from app.status.listener import StatusListener
@@ -89,13 +91,17 @@ class Box:
             ) from exc
         self.outbox = Outbox(self.journal, self.link)
         self.retention = Retention(self.journal, days=config.storage.retention_days)
+        # The clock, set from the host's `Date` while NTP cannot reach it (app/clock.py).
+        self.clock = ClockKeeper(self.host_client, config.host.clock_helper)
         self.policies = PolicyManager(
             self.host_client,
             config.policy.trusted_keys,
             config.host.site_id,
             data_dir / "policy.json",
             paused=lambda: self.link.unauthorized,
+            clock_check=self.clock.problem,
         )
+        self.clock.on_step = self.policies.note_skew
         self.engine = OfflineEngine(
             self.policies, self.journal, last_contact=lambda: self.link.last_ok
         )
@@ -276,6 +282,7 @@ class Box:
             signal.signal(signum, lambda *_: self._stopped.set())
         self.start()
         systemd.notify("READY=1")
+        remember_config(self.config)  # what safe mode uses if the file breaks later
         interval = systemd.watchdog_interval_s() or 5.0
         try:
             while not self._stopped.wait(interval):
@@ -302,6 +309,7 @@ class Box:
     def _housekeep(self) -> None:
         while not self._stopped.wait(HOUSEKEEPING_S):
             self._save_last_host_contact()
+            self.clock.tick()
             self.retention.tick()  # bounded: a few short transactions at most
             if self.announcer is not None:  # the verdict in the mDNS TXT record
                 found = verdict(self.status_source.status())

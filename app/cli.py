@@ -65,6 +65,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, AddedCommand | No
     enroll.add_argument("--force", action="store_true", help="enroll again (a revoked token)")
     enroll.add_argument("--wait", type=float, default=0, help="keep trying this many seconds")
 
+    safe = commands.add_parser(
+        "safe-mode", help="keep the status page, heartbeat and commands when `run` cannot start"
+    )
+    safe.add_argument("--config", help="the service's TOML file (else the last one that started)")
+
     readers = commands.add_parser("readers", help="list card readers, their state and last read")
     readers.add_argument(
         "--config", metavar="PATH", help="the service's TOML file (to find its status port)"
@@ -104,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         return _config(args.action, getattr(args, "path", None))
     if args.command == "enroll":
         return _enroll(args)
+    if args.command == "safe-mode":
+        from app.config import config_path
+        from app.logs import setup_logging
+        from app.safe_mode import main as safe_mode
+
+        setup_logging()
+        return safe_mode(config_path(args.config))
     if args.command == "readers":
         from app.readers_cli import list_readers_main
 
@@ -167,7 +179,7 @@ def _run(config_arg: str | None) -> int:
     config = _load(config_arg)
     if config is None:
         return 2
-    setup_logging(config.log.level)
+    setup_logging(config.log.level, config.log.journal_sync)
     from app.box import Box
     from app.start_errors import StartError
 

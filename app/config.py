@@ -424,6 +424,14 @@ class HostConfig:
         Text(),
         "Extra CA bundle to verify the host's TLS certificate with. TLS verification is always on.",
     )
+    clock_helper: Path | None = setting(
+        None,
+        FilePath(),
+        "The clock helper's socket (the image: `/run/connectbox-clock.sock`). Set: while NTP has "
+        "not synchronized the clock, the box sets it from the host's `Date` through the helper, "
+        "and offline decisions wait for a clock set by NTP or from the host. Not set: the clock "
+        "is only checked against the host's.",
+    )
 
 
 @dataclass
@@ -603,6 +611,13 @@ class ProvisioningConfig:
         "Where releases live (`releases/<version>`, `current`, `previous`) for remote updates. "
         "Not set: `update` commands are refused.",
     )
+    update_socket: Path | None = setting(
+        None,
+        FilePath(),
+        "The privileged update unit's socket (the image: `/run/connectbox-update.sock`): `update` "
+        "commands are handed to it and the service never writes `software_root` itself. Not "
+        "set: the service updates itself (development).",
+    )
 
 
 @dataclass
@@ -612,6 +627,13 @@ class LogConfig:
         Choice("DEBUG", "INFO", "WARNING", "ERROR"),
         "Logs go to stderr (journald under systemd). Loyalty IDs are always masked to their last "
         "4 characters.",
+    )
+    journal_sync: Path | None = setting(
+        None,
+        FilePath(),
+        "The journal sync helper's socket (the image: `/run/connectbox-journal-sync.sock`): every "
+        "warning or error asks it to write the journal to disk at once. Not set: journald's own "
+        "interval.",
     )
 
 

@@ -13,6 +13,7 @@ credentials (from a previous enrollment, from the configuration, or from enrolli
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from provisioning.enrollment import Enroller
 from provisioning.identity import claim_code, device_serial
 from provisioning.link import HostLink
 from provisioning.store import CREDENTIALS_FILE, Credentials, CredentialStore
+from provisioning.update_unit import UnitUpdates
 from provisioning.updates import Updater
 
 log = logging.getLogger("connectbox.management")
@@ -58,6 +60,31 @@ class AddressSetting(Protocol):
     """The box's IPv4 setting, which the provider's config may change (`network.ipv4`)."""
 
     def configured(self, source: str, setting: Ipv4Setting) -> object: ...
+
+
+UNIT_POLL_S = 5.0  # how often the update unit's results are looked for
+
+
+def ask_update_unit(unit: UnitUpdates, command_id: str | None, args: dict[str, Any]) -> Any:
+    """The `update` command in the image: the unit does it; its result comes later."""
+    if command_id is None:
+        return False, "no command id"
+    try:
+        unit.apply(command_id, args)
+    except (OSError, ValueError) as exc:
+        return False, f"the update unit cannot take it: {exc}"
+    return DEFER
+
+
+def collect_unit_results(unit: UnitUpdates, agent: Agent) -> None:
+    """Report the unit's settled results (once: the agent keeps each command's state), then
+    let the unit forget them."""
+    for outcome in unit.done():
+        agent.complete(outcome.command_id or "", outcome.ok, outcome.detail, "update")
+        try:
+            unit.acknowledge(outcome.command_id or "")
+        except OSError as exc:
+            log.warning("update result %s not acknowledged yet: %s", outcome.command_id, exc)
 
 
 class Restarting(Exception):
@@ -116,7 +143,11 @@ class RemoteManagement:
                 ca_file=config.host.ca_file,
             )
         self.updater: Updater | None = None
-        if config.provisioning.software_root is not None:
+        self.unit_updates: UnitUpdates | None = None
+        root, update_socket = config.provisioning.software_root, config.provisioning.update_socket
+        if root is not None and update_socket is not None:  # the image: a unit does the work
+            self.unit_updates = UnitUpdates(update_socket, root)
+        elif root is not None:  # development: the service updates itself
             self.updater = Updater(
                 config.provisioning.software_root,
                 config.policy.trusted_keys,
@@ -197,6 +228,8 @@ class RemoteManagement:
             start_host_parts()
             self._report_finished_update()
             self.agent.start()
+            while self.unit_updates is not None and not self.stopping.wait(UNIT_POLL_S):
+                self._collect_unit_results()
 
         self._thread = threading.Thread(target=run, name="management", daemon=True)
         self._thread.start()
@@ -254,6 +287,7 @@ class RemoteManagement:
                 "host_online": host_online,
                 "policy_refused": status["policy"].get("refused"),
                 "os_slot": status["os"]["slot"],  # which root slot (a/b) it booted from
+                "os_manifest": status["os"].get("manifest"),  # the image's packages, hashed
             },
             "outbox_depth": status["outbox"]["depth"],
             "oldest_pending_s": status["outbox"]["oldest_pending_s"],
@@ -272,6 +306,8 @@ class RemoteManagement:
         return check.ok, detail + ("" if check.ok else f" at {check.failed_layer}")
 
     def _update(self, args: dict[str, Any]) -> Any:
+        if self.unit_updates is not None:
+            return ask_update_unit(self.unit_updates, self.agent.running_command_id, args)
         if self.updater is None:
             return False, "updates are not set up on this box ([provisioning] software_root)"
         try:
@@ -285,12 +321,27 @@ class RemoteManagement:
         raise Restarting()
 
     def _interrupted(self, entry: dict[str, Any]) -> Any:
-        # An update restarts the service on purpose: its result comes from Updater.resume().
-        if entry.get("type") == "update" and self.updater and self.updater.pending():
+        # An update restarts the service on purpose: its result comes from Updater.resume()
+        # (or from the update unit, which took the command).
+        if entry.get("type") != "update":
+            return None
+        if self.unit_updates is not None and self.unit_updates.knows(entry["command_id"]):
+            return DEFER
+        if self.updater and self.updater.pending():
             return DEFER
         return None
 
+    def _collect_unit_results(self) -> None:
+        assert self.unit_updates is not None
+        collect_unit_results(self.unit_updates, self.agent)
+
     def _report_finished_update(self) -> None:
+        if self.unit_updates is not None:
+            if self.unit_updates.unsettled():  # e.g. a power cut between switch and result
+                with contextlib.suppress(OSError):
+                    self.unit_updates.send({"action": "resume"})
+            self._collect_unit_results()
+            return
         if self.updater is None:
             return
         try:

@@ -9,6 +9,7 @@ it too (and never import `app/`); the relay in `app/` uses the same client.
 from __future__ import annotations
 
 import ipaddress
+import time
 from typing import Any, Protocol
 
 from provisioning import http
@@ -66,6 +67,8 @@ class HostClient:
         self.ca_file = ca_file
         self.last_date_header: str | None = None
         """The host's `Date` header of the latest answer (clock-skew checks)."""
+        self.last_date_at: float | None = None
+        """When (time.monotonic()) that answer came: the host's time is `Date` plus the age."""
         self._pool = http.new_pool(ca_file)
         self._user_agent = f"connectbox/{software_version()}"
 
@@ -116,6 +119,7 @@ class HostClient:
             self._record(what, None, str(error), timeout=exc.timeout)
             raise error from None
         self.last_date_header = reply.headers.get("Date")
+        self.last_date_at = time.monotonic()
         self._record(what, reply.status_code, reply.reason, token=token)
         return reply
 

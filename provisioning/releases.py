@@ -347,6 +347,9 @@ def safe_extract(
             if total > free - DISK_RESERVE_BYTES:
                 raise UpdateRejected(f"not enough disk space: release needs {total} bytes")
             dest.mkdir()
+            # Files belong to whoever unpacks them, never to the owner the archive names: and
+            # the update unit may not chown at all (its system call filter).
+            tar.chown = lambda *args, **kwargs: None  # type: ignore[method-assign]
             if _HAS_DATA_FILTER:
                 tar.extractall(dest, members=members, filter="data")
             else:  # pragma: no cover - Pythons without PEP 706

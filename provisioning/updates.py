@@ -605,7 +605,7 @@ class Updater:
 # The guard: `python -m provisioning.updates {status,resume,acknowledge} --root ...`.
 
 
-def _http_health(url: str) -> Callable[[], tuple[bool, str]]:
+def http_health(url: str) -> Callable[[], tuple[bool, str]]:
     from provisioning import http
 
     pool = http.new_pool(maxsize=1)
@@ -640,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
         opts.root,
         {},
         restart,
-        _http_health(opts.health_url),
+        http_health(opts.health_url),
         lambda: True,
         health_deadline_s=opts.deadline,
     )

@@ -129,7 +129,9 @@ class PolicyManager:
         state_path: Path,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         paused: Callable[[], bool] = lambda: False,
+        clock_check: Callable[[], str | None] = lambda: None,
     ) -> None:
+        self.clock_check = clock_check  # why the clock cannot be trusted yet (app/clock.py)
         self.paused = paused  # True while the device token is refused: no calls with it
         self.on_config: Callable[[dict[str, Any]], None] | None = None
         """Told the device config (heartbeat interval, reader bindings...) when one is accepted."""
@@ -168,6 +170,9 @@ class PolicyManager:
 
     def clock_problem(self) -> str | None:
         """Why offline discounts must stop because of the box clock; None when it looks right."""
+        unset = self.clock_check()
+        if unset:
+            return unset
         skew = self.clock_skew_s
         if skew is not None and abs(skew) > MAX_CLOCK_SKEW_S:
             side = "ahead of" if skew > 0 else "behind"
@@ -235,11 +240,11 @@ class PolicyManager:
             config, etag = self.client.config(held.etag if held else None)
         except HostError as exc:
             if exc.status is not None:  # the host did answer: its Date still tells the skew
-                self._note_skew()
+                self.note_skew()
             self.last_error = str(exc)
             log.warning("config refresh failed: %s", exc)
             return False
-        self._note_skew()
+        self.note_skew()
         self.last_error = None
         self.last_refresh_at = self._now()
         if config is None:  # 304: the host still serves the config of the policy in force
@@ -295,7 +300,8 @@ class PolicyManager:
             raise PolicyError(f"malformed policy document: {exc}") from None
         return _Held(dict(signed), doc, etag, issued_at, expires_at)
 
-    def _note_skew(self) -> None:
+    def note_skew(self) -> None:
+        """The box clock against the host's latest `Date` (again after the clock was set)."""
         header = self.client.last_date_header
         if not header:
             self.clock_skew_s = None

@@ -605,6 +605,7 @@ def software_section(status: dict[str, Any], now: float) -> Section:
             "System slot",
             f"{str(slot).upper()} ({os_info.get('variant') or 'unknown'} image)" if slot else DASH,
         ),
+        ("Image manifest", text(os_info.get("manifest"))[:12]),
         ("Running for", duration(uptime) if isinstance(uptime, int | float) else DASH),
         ("Device", text(status.get("device_id"))),
         ("Site", text(status.get("site_id"))),

@@ -408,6 +408,16 @@ def test_clock_behind_host_date_is_a_problem(config_host: ConfigHost, tmp_path: 
     assert "behind the host's clock" in (box.clock_problem() or "")
 
 
+def test_a_clock_not_yet_set_holds_offline_decisions_back(host: RunningHost, tmp_path: Path):
+    # app/clock.py's word while neither NTP nor the host has confirmed the clock.
+    unset = "the box clock is not set yet"
+    box = PolicyManager(
+        client(host.url), TRUSTED, SITE, tmp_path / "p.json", clock_check=lambda: unset
+    )
+    assert box.refresh() is True
+    assert box.clock_problem() == unset and box.snapshot()["clock_problem"] == unset
+
+
 def test_small_skew_is_fine(host: RunningHost, tmp_path: Path):
     box = manager(host.url, tmp_path / "p.json", FakeClock(timedelta(seconds=60)))
     box.refresh()

@@ -1,18 +1,27 @@
-"""The OS image's root slot and variant, from the kernel command line and the build's marker."""
+"""The OS image's root slot, variant and manifest hash, from the kernel command line and the
+build's files."""
 
 from __future__ import annotations
+
+import hashlib
 
 from app.os_image import os_image
 
 
-def test_slot_and_variant_of_an_image(tmp_path):
-    cmdline, variant = tmp_path / "cmdline", tmp_path / "variant"
+def test_slot_variant_and_manifest_of_an_image(tmp_path):
+    cmdline, variant, manifest = tmp_path / "cmdline", tmp_path / "variant", tmp_path / "manifest"
     cmdline.write_text("root=PARTLABEL=cbroot-b ro console=ttyS0 connectbox.slot=b panic=10\n")
     variant.write_text("production\n")
-    assert os_image(cmdline, variant) == {"slot": "b", "variant": "production"}
+    manifest.write_text("deb systemd 252.38-1~deb12u1\npy flask 3.1.0\n")
+    assert os_image(cmdline, variant, manifest) == {
+        "slot": "b",
+        "variant": "production",
+        "manifest": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+    }
 
 
-def test_outside_the_image_both_are_unknown(tmp_path):
+def test_outside_the_image_all_are_unknown(tmp_path):
     cmdline = tmp_path / "cmdline"
     cmdline.write_text("BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet\n")
-    assert os_image(cmdline, tmp_path / "missing") == {"slot": None, "variant": None}
+    missing = tmp_path / "missing"
+    assert os_image(cmdline, missing, missing) == {"slot": None, "variant": None, "manifest": None}

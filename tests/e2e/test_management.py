@@ -315,3 +315,50 @@ def test_update_command_restarts_into_the_new_release_which_reports_it(tmp_path,
             second.stop()
     finally:
         server.shutdown()
+
+
+def test_in_the_image_an_update_goes_to_the_update_unit_and_is_reported_once(
+    tmp_path, reference_host
+):
+    """The image's service cannot write its software root: it hands `update` to the update
+    unit's socket (a stand-in here), reports the result the unit leaves, then acknowledges it."""
+    import json
+
+    from tests.unix_helper import Helper
+
+    root = tmp_path / "software"
+    (root / "results").mkdir(parents=True)
+    unit = Helper(tmp_path / "update.sock")
+    config = demo_config(reference_host.url, 0, 0, tmp_path / "data")
+    config.provisioning.software_root = root
+    config.provisioning.update_socket = tmp_path / "update.sock"
+    box = Box(config)
+    box.start()
+    try:
+        assert wait_for(box.management.enrolled.is_set)
+        args = {"version": "1.1.0", "url": "https://x/r.tar.gz", "sha256": "ab", "signature": "c"}
+        command_id = reference_host.store.queue_command("D-DEMO", "update", args)
+        box.management.agent.heartbeat_now()
+        assert wait_for(lambda: unit.requests)
+        assert json.loads(unit.requests[0]) == {
+            "action": "apply",
+            "command_id": command_id,
+            "args": args,
+        }
+
+        def result():
+            [command] = [
+                c for c in reference_host.store.commands("D-DEMO") if c["command_id"] == command_id
+            ]
+            return command["result"]
+
+        assert result() is None  # deferred: the unit is at work
+        done = {"command_id": command_id, "state": "done", "ok": True, "detail": "1.0 -> 1.1.0"}
+        (root / "results" / f"{command_id}.json").write_text(json.dumps(done))
+        assert wait_for(lambda: result() is not None, timeout=30)
+        assert result() == {"ok": True, "detail": "1.0 -> 1.1.0"}
+        assert wait_for(lambda: len(unit.requests) >= 2, timeout=30)
+        assert json.loads(unit.requests[1]) == {"action": "acknowledge", "command_id": command_id}
+    finally:
+        box.stop()
+        unit.close()

@@ -291,6 +291,16 @@ class Machine:
         output = found.group(1).decode(errors="replace").replace("\r\n", "\n")
         return int(found.group(2)), output
 
+    def type_line(self, command: str) -> int:
+        """Type `command` into the root shell without waiting for it: the console offset its
+        output starts from (for `wait_console`)."""
+        assert self._console is not None, "no console"
+        self.wait_console(SHELL_PROMPT, timeout=BOOT_TIMEOUT_S)
+        with self._cond:
+            start = len(self._buffer)
+        self._console.sendall(f"{command}\n".encode())
+        return start
+
     def check(self, command: str, timeout: float = 60) -> str:
         status, output = self.shell(command, timeout)
         assert status == 0, f"{command!r} exited {status}:\n{output}"

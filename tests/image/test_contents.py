@@ -25,6 +25,8 @@ import pytest
 from simulators.host.keys import TEST_PUBLIC_KEY_B64
 from tests.image.qemu import MIB, Disk, image_env
 
+REPO = Path(__file__).resolve().parents[2]
+
 pytestmark = pytest.mark.skipif(
     not os.environ.get("CONNECTBOX_PRODUCTION_IMAGE_DIR"),
     reason="reads a built production image: runs in the image stage (scripts/test-image)",
@@ -125,3 +127,38 @@ def test_no_login_and_a_locked_root(image):
     ).stdout  # fmt: skip
     assert 'Fast link dest: "/dev/null"' in mask
     assert _cat(slot, "/usr/sbin/sshd") is None
+
+
+def test_the_slot_records_its_manifest_and_runs_exactly_the_locked_python_packages(image):
+    slot = image["CONNECTBOX_IMAGE_SLOT"]
+    manifest = _cat(slot, "/usr/lib/connectbox/manifest.txt")
+    assert manifest is not None
+    debs = [line for line in manifest.splitlines() if line.startswith("deb ")]
+    assert any(line.startswith("deb systemd ") for line in debs) and len(debs) > 100
+    installed = {
+        name.lower(): version
+        for name, version in (
+            line.removeprefix("python ").split("==")
+            for line in manifest.splitlines()
+            if line.startswith("python ")
+        )
+    }
+    locked = {}
+    for line in (REPO / "requirements.lock").read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            name, version = line.split(" ")[0].split("==")
+            locked[name.lower()] = version
+    assert {name: installed.get(name) for name in locked} == locked
+    assert installed.get("connectbox") == image["CONNECTBOX_IMAGE_VERSION"]
+    assert "connectbox-simulators" not in installed
+
+
+def test_the_software_root_is_root_s_and_the_helpers_are_configured(image, data_partition):
+    listing = subprocess.run(
+        ["debugfs", "-R", "ls -p /", str(data_partition)], capture_output=True, text=True
+    ).stdout
+    [software] = [line for line in listing.splitlines() if "/software/" in line]
+    assert software.split("/")[3:5] == ["0", "0"]  # uid, gid: root's, not the service's
+    config = _cat(data_partition, "/etc/connectbox/connectbox.toml") or ""
+    for socket_path in ("connectbox-update", "connectbox-clock", "connectbox-journal-sync"):
+        assert f'"/run/{socket_path}.sock"' in config

@@ -16,11 +16,12 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from provisioning import update_unit
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAY = REPO / "image" / "overlay"
@@ -29,6 +30,7 @@ SERVICE = UNITS / "connectbox.service"
 GUARD = UNITS / "connectbox-update-guard.service"
 NETWORK_HELPER = UNITS / "connectbox-network.service"
 SITE_NETWORKS = UNITS / "connectbox-site-networks.service"
+DEMO_FORWARDER = REPO / "image" / "demo" / "connectbox-demo-hostfwd.service"
 NFT = OVERLAY / "etc" / "nftables.conf"
 
 
@@ -119,15 +121,22 @@ def test_service_hardening(service) -> None:
         "PrivateTmp": "yes",
         "ProtectKernelTunables": "yes",
         "ProtectKernelModules": "yes",
+        "ProtectKernelLogs": "yes",
         "ProtectControlGroups": "yes",
+        "ProtectClock": "yes",
+        "ProtectHostname": "yes",
         "LockPersonality": "yes",
         "RestrictRealtime": "yes",
+        "MemoryDenyWriteExecute": "yes",
         "SystemCallArchitectures": "native",
         "DevicePolicy": "closed",
+        "UMask": "0077",
     }
     for key, value in expected.items():
         assert one(s, key) == value, key
-    assert words(s, "ReadWritePaths") == {"/var/lib/connectbox", "/opt/connectbox"}
+    assert s["SystemCallFilter"] == ["@system-service", "~@privileged @resources", "capset"]
+    # Its own code (/opt/connectbox) stays read-only: connectbox-update@.service updates it.
+    assert words(s, "ReadWritePaths") == {"/var/lib/connectbox"}
     assert words(s, "RestrictAddressFamilies") == {"AF_UNIX", "AF_INET", "AF_INET6", "AF_NETLINK"}
     assert sorted(s["DeviceAllow"]) == [
         "char-input rw",
@@ -144,31 +153,56 @@ def test_reader_drivers_load_before_the_service(service) -> None:
     assert "systemd-modules-load.service" in words(service["Unit"], "After")
 
 
-def test_guard_runs_previous_release_updater(guard, tmp_path) -> None:
+def test_guard_runs_the_factory_release_update_unit(guard) -> None:
     s = guard["Service"]
     assert one(s, "Type") == "oneshot"
-    argv = shlex.split(one(s, "ExecStart").lstrip("-"))
-    assert argv[:4] == [
-        "/opt/connectbox/previous/venv/bin/python",
+    argv = shlex.split(one(s, "ExecStart"))
+    assert argv[:3] == [
+        "/usr/lib/connectbox/factory/venv/bin/python",
         "-m",
-        "provisioning.updates",
-        "resume",
+        "provisioning.update_unit",
     ]
-    opts = argv[4:]
-    assert opts[opts.index("--root") + 1] == "/opt/connectbox"
-    assert opts[opts.index("--health-url") + 1] == "http://127.0.0.1:8080/healthz"
-    # The options are the real CLI's: the same arguments parse (with a harmless command/root).
-    opts[opts.index("--root") + 1] = str(tmp_path)
-    done = subprocess.run(
-        [sys.executable, "-m", "provisioning.updates", "status", *opts],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    # The service's start limit must be reset, or the guard's restart would be refused.
-    assert any("reset-failed connectbox.service" in v for v in s.get("ExecStartPre", []))
+    opts = update_unit.parser().parse_args(argv[3:])  # the real command line's options
+    assert opts.guard and opts.root == Path("/opt/connectbox")
+
+
+HELPER_SOCKETS = {  # socket unit: the path the image's configuration names (scripts/build-image)
+    "connectbox-update.socket": "/run/connectbox-update.sock",
+    "connectbox-clock.socket": "/run/connectbox-clock.sock",
+    "connectbox-journal-sync.socket": "/run/connectbox-journal-sync.sock",
+}
+
+
+def test_root_helpers_take_requests_from_the_service_group_only() -> None:
+    build = (REPO / "scripts" / "build-image").read_text()
+    for name, path in HELPER_SOCKETS.items():
+        sock = parse_unit(UNITS / name)["Socket"]
+        assert one(sock, "ListenStream") == path
+        assert (one(sock, "SocketUser"), one(sock, "SocketGroup")) == ("root", "connectbox")
+        assert (one(sock, "SocketMode"), one(sock, "Accept")) == ("0660", "yes")
+        assert f'"{path}"' in build, f"the image's configuration does not name {path}"
+        instance = parse_unit(UNITS / name.replace(".socket", "@.service"))["Service"]
+        assert one(instance, "StandardInput") == "socket"
+    clock = parse_unit(UNITS / "connectbox-clock@.service")["Service"]
+    assert words(clock, "CapabilityBoundingSet") == {"CAP_SYS_TIME"}
+    assert one(clock, "DynamicUser") == "yes"
+
+
+def project_units() -> list[Path]:
+    """Every unit the project runs: the overlay's services and the development forwarder."""
+    return sorted(UNITS.glob("connectbox*.service")) + [DEMO_FORWARDER]
+
+
+def test_every_project_unit_is_sandboxed() -> None:
+    for path in project_units():
+        s = parse_unit(path)["Service"]
+        for key in ("NoNewPrivileges", "ProtectHome", "ProtectKernelModules", "LockPersonality"):
+            assert one(s, key) == "yes", f"{path.name}: {key}"
+        assert one(s, "ProtectSystem") == "strict", path.name
+        assert one(s, "SystemCallArchitectures") == "native", path.name
+        assert s.get("SystemCallFilter"), f"{path.name}: no SystemCallFilter"
+        assert "CapabilityBoundingSet" in s, f"{path.name}: capabilities not limited"
+        assert s.get("UMask"), f"{path.name}: no UMask"
 
 
 def test_journal_network_time_settings() -> None:
@@ -193,6 +227,8 @@ def test_journal_network_time_settings() -> None:
     wait = parse_unit(UNITS / "systemd-networkd-wait-online.service.d" / "connectbox.conf")
     assert wait["Service"]["ExecStart"][-1].startswith("-")  # ... 15 s at most, no failure
     assert "--any --timeout=15" in wait["Service"]["ExecStart"][-1]
+    # Logs that survive a power cut: the rest within seconds (warnings at once, via the helper).
+    assert one(j, "SyncIntervalSec") == "5s"
     timesyncd = OVERLAY / "etc" / "systemd" / "timesyncd.conf.d" / "connectbox.conf"
     assert "Time" in parse_unit(timesyncd)
 
@@ -371,30 +407,31 @@ def scratch_root(tmp_path_factory) -> Path:
             break
     for binary in (
         "opt/connectbox/current/bin/connectbox",
-        "opt/connectbox/previous/venv/bin/python",
+        "usr/lib/connectbox/factory/bin/connectbox",
+        "usr/lib/connectbox/factory/venv/bin/python",
         "usr/bin/systemctl",
         "usr/bin/python3",
+        "usr/bin/socat",
     ):
         path = root / binary
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("#!/bin/sh\n")
         path.chmod(0o755)
+    forwarder = DEMO_FORWARDER.read_text().replace("@PORT@", "18400")
+    (root / "etc/systemd/system" / DEMO_FORWARDER.name).write_text(forwarder)
     return root
 
 
+def _in_root(path: Path) -> str:
+    return f"/etc/systemd/system/{path.name}"
+
+
 def test_systemd_analyze_verify(scratch_root) -> None:
+    units = [_in_root(p) for p in project_units() if "@" not in p.name]
+    units += [_in_root(UNITS / name) for name in HELPER_SOCKETS]
+    units.append(_in_root(UNITS / "connectbox-network.path"))
     done = subprocess.run(
-        [
-            _need("systemd-analyze"),
-            "verify",
-            "--man=no",
-            f"--root={scratch_root}",
-            "/etc/systemd/system/connectbox.service",
-            "/etc/systemd/system/connectbox-update-guard.service",
-            "/etc/systemd/system/connectbox-network.service",
-            "/etc/systemd/system/connectbox-network.path",
-            "/etc/systemd/system/connectbox-site-networks.service",
-        ],
+        [_need("systemd-analyze"), "verify", "--man=no", f"--root={scratch_root}", *units],
         capture_output=True,
         text=True,
         timeout=120,
@@ -405,29 +442,17 @@ def test_systemd_analyze_verify(scratch_root) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("unit", "threshold"),
-    [
-        # Exposure 0-100 (shown as 0.0-10.0); the service scores about 38 ("OK"); the two
-        # helpers about 19 (1.9).
-        ("connectbox.service", 50),
-        ("connectbox-network.service", 20),
-        ("connectbox-site-networks.service", 20),
-    ],
-)
-def test_systemd_analyze_security(scratch_root, unit, threshold) -> None:
+MAX_EXPOSURE = 2.0  # systemd-analyze security's 0-10 scale (the issue's bar; docs/image.md)
+
+
+@pytest.mark.parametrize("unit", [p.name for p in project_units()])
+def test_systemd_analyze_security_exposure_is_at_most_2(scratch_root, unit) -> None:
+    # Offline, from the files; the boot test checks the same in the running image.
     done = subprocess.run(
-        [
-            _need("systemd-analyze"),
-            "security",
-            "--man=no",
-            "--offline=yes",
-            f"--threshold={threshold}",
-            f"--root={scratch_root}",
-            f"/etc/systemd/system/{unit}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+        [_need("systemd-analyze"), "security", "--man=no", "--offline=yes",
+         f"--root={scratch_root}", f"/etc/systemd/system/{unit}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
+    assert found, done.stdout + done.stderr
+    assert float(found.group(1)) <= MAX_EXPOSURE, done.stdout
