@@ -550,6 +550,12 @@ class ProvisioningConfig:
         "Where releases live (`releases/<version>`, `current`, `previous`) for remote updates. "
         "Not set: `update` commands are refused.",
     )
+    os_slot_socket: Path = setting(
+        Path("/run/connectbox-os-slot.sock"),
+        FilePath(),
+        "The OS slot writer's socket (connectbox-os-slot.socket in the image): `update_os` "
+        "commands write the inactive root slot through it. Absent: they are refused.",
+    )
 
 
 @dataclass

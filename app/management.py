@@ -4,7 +4,9 @@
 through the few collaborators the Box hands it, never the Box itself: the host link (who the box
 is to the host, its token and state), the status (for heartbeats and an update's health check),
 the network checker (the `rediscover` command), the parts the provider's config changes while
-running, `use_identity` (the parts that say who the box is) and `restart`.
+running, `use_identity` (the parts that say who the box is) and `restart`. OS updates
+(`update_os`) go through the OS slot writer's socket (provisioning/osupdate.py), app updates
+(`update`) through the software root.
 
 Nothing talks to the host with a token before enrollment has completed and been stored: the
 relay, the outbox, the policy refresh and the agent start only once the box knows its
@@ -33,6 +35,7 @@ from provisioning.agent import DEFER, Agent
 from provisioning.enrollment import Enroller
 from provisioning.identity import claim_code, device_serial
 from provisioning.link import HostLink
+from provisioning.osupdate import OsUpdater, SlotClient
 from provisioning.store import CREDENTIALS_FILE, Credentials, CredentialStore
 from provisioning.updates import Updater
 
@@ -115,6 +118,13 @@ class RemoteManagement:
                 health_check=self._healthy,
                 is_idle=idle,
             )
+        self.os_updater = OsUpdater(
+            data_dir,
+            config.policy.trusted_keys,
+            SlotClient(config.provisioning.os_slot_socket),
+            is_idle=idle,
+            report=self._report_os_update,
+        )
         self.agent = Agent(
             link,
             data_dir,
@@ -123,6 +133,7 @@ class RemoteManagement:
                 "restart": self._restart,
                 "rediscover": self._rediscover,
                 "update": self._update,
+                "update_os": self._update_os,
                 "resend_events": lambda args: resend_events(outbox, self.agent, args),
             },
             heartbeat_s=config.provisioning.heartbeat_s,
@@ -185,6 +196,7 @@ class RemoteManagement:
             self.policies.apply_config()  # the provider's settings saved last time
             start_host_parts()
             self._report_finished_update()
+            self.os_updater.start()  # an OS update a reboot interrupted: finished and reported
             self.agent.start()
 
         self._thread = threading.Thread(target=run, name="management", daemon=True)
@@ -192,6 +204,7 @@ class RemoteManagement:
 
     def stop(self) -> None:
         self.agent.stop()
+        self.os_updater.stop()
 
     def snapshot(self) -> dict[str, Any]:
         enrollment = (
@@ -199,7 +212,11 @@ class RemoteManagement:
             if self.enroller is not None
             else {"state": "enrolled", "device_id": self.link.client.device_id}
         )
-        return {"enrollment": enrollment, "agent": self.agent.snapshot()}
+        return {
+            "enrollment": enrollment,
+            "agent": self.agent.snapshot(),
+            "os_update": self.os_updater.snapshot(),
+        }
 
     def reenroll(self) -> tuple[bool, str]:
         """A technician's action: enroll again with the claim code (e.g. after a revoked
@@ -243,6 +260,7 @@ class RemoteManagement:
                 "host_online": host_online,
                 "policy_refused": status["policy"].get("refused"),
                 "os_slot": status["os"]["slot"],  # which root slot (a/b) it booted from
+                "os_version": status["os"].get("version"),
             },
             "outbox_depth": status["outbox"]["depth"],
             "oldest_pending_s": status["outbox"]["oldest_pending_s"],
@@ -268,14 +286,25 @@ class RemoteManagement:
         except Restarting:
             return DEFER  # the result comes from the next process's Updater.resume()
 
+    def _update_os(self, args: dict[str, Any]) -> Any:
+        outcome = self.os_updater.apply(args, self.agent.running_command_id)
+        return DEFER if outcome is None else outcome  # the outcome comes after the reboot
+
+    def _report_os_update(self, command_id: str | None, ok: bool, detail: str) -> None:
+        if command_id is not None:
+            self.agent.complete(command_id, ok, detail, "update_os")
+
     def _restart_for_update(self) -> None:
         # The health check must run in the new release's process, never in this one.
         self.restart()
         raise Restarting()
 
     def _interrupted(self, entry: dict[str, Any]) -> Any:
-        # An update restarts the service on purpose: its result comes from Updater.resume().
+        # An update restarts the service on purpose: its result comes from Updater.resume(),
+        # an OS update's from the OS updater after the reboot.
         if entry.get("type") == "update" and self.updater and self.updater.pending():
+            return DEFER
+        if entry.get("type") == "update_os" and self.os_updater.pending(entry["command_id"]):
             return DEFER
         return None
 

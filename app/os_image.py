@@ -1,29 +1,23 @@
-"""Which OS image and root slot the box runs (docs/image.md, "A/B slots"): shown on the status
-page and sent with the heartbeat, so the support desk sees a box that fell back to its other
-slot. Outside the image (development, tests) both are None."""
+"""Which OS image, version and root slot the box runs (docs/image.md, "A/B slots"): shown on
+the status page and sent with the heartbeat, so the support desk sees a box that fell back to
+its other slot. Outside the image (development, tests) all are None."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-CMDLINE = "/proc/cmdline"
+from provisioning.osimage import CMDLINE, OS_VERSION_FILE, read_text, running_os
+
 VARIANT = "/usr/lib/connectbox/variant"  # written by scripts/build-image
 
 
 def os_image(
-    cmdline_path: str | Path = CMDLINE, variant_path: str | Path = VARIANT
+    cmdline_path: str | Path = CMDLINE,
+    variant_path: str | Path = VARIANT,
+    version_path: str | Path = OS_VERSION_FILE,
 ) -> dict[str, Any]:
-    """{"slot": "a"/"b"/None, "variant": "production"/"development"/None}."""
-    slot = None
-    for word in _read(cmdline_path).split():
-        if word.startswith("connectbox.slot="):
-            slot = word.split("=", 1)[1] or None
-    return {"slot": slot, "variant": _read(variant_path).strip() or None}
-
-
-def _read(path: str | Path) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
+    """{"slot": "a"/"b"/None, "version": the OS version or None, "variant": ...}."""
+    slot, version = running_os(Path(cmdline_path), Path(version_path))
+    variant = read_text(Path(variant_path)).strip()
+    return {"slot": slot, "version": version, "variant": variant or None}
