@@ -439,12 +439,14 @@ class OsUpdater:
         )
         if slot != marker["slot"]:
             entry = self._slot_state(marker["slot"])
+            attempts = f"{entry.get('entry')}: {entry.get('tries_done')} attempts"
             self._done(
                 marker,
                 False,
                 f"OS {marker['version']} on slot {marker['slot']} did not pass its boot check"
-                f" ({entry}); fell back to OS {version} on slot {slot}, running again"
-                f" {since:.0f} s after the reboot ({timing})",
+                f" ({attempts if entry.get('entry') else entry.get('state')}); fell back to OS"
+                f" {version} on slot {slot}, running again {since:.0f} s after the reboot"
+                f" ({timing})",
             )
             return
         if version != marker["version"]:
