@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -56,7 +54,7 @@ from typing import Any
 from provisioning import osimage
 from provisioning.osimage import SLOTS, ArtefactStream, UpdateRejected
 from provisioning.releases import verify_signature
-from provisioning.store import fsync_dir
+from provisioning.store import fsync_dir, lock_exclusive
 
 log = logging.getLogger("connectbox.osslot")
 
@@ -223,17 +221,9 @@ def _open_slot(layout: Layout, slot: str) -> Iterator[tuple[int, int]]:
         info = os.fstat(fd)
         if stat.S_ISBLK(info.st_mode) and info.st_rdev == os.stat("/").st_dev:
             raise UpdateRejected(f"{path} is the running root filesystem")
-        deadline = time.monotonic() + LOCK_WAIT_S
-        while True:  # a write the service hung up on stops at its next block
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() > deadline:
-                    raise UpdateRejected(f"slot {slot} is being written already") from None
-                time.sleep(0.2)
+        # A write the service hung up on stops at its next block: wait for it a while.
+        if not lock_exclusive(fd, LOCK_WAIT_S, poll_s=0.2):
+            raise UpdateRejected(f"slot {slot} is being written already")
         yield fd, os.lseek(fd, 0, os.SEEK_END)
     finally:
         os.close(fd)

@@ -176,13 +176,13 @@ class OsUpdater:
     def apply(self, args: Any, command_id: str | None = None) -> tuple[bool, str] | None:
         """(ok, detail) when the command is answered at once; None when it goes on (its
         outcome comes through `report`)."""
+        slot, version = self.running()
+        if isinstance(args, dict) and version is not None and args.get("version") == version:
+            return True, f"already running OS {version}; nothing to do"
         try:
             target = self._parse(args)
         except UpdateRejected as exc:
             return False, f"rejected: {exc.reason}"
-        slot, version = self.running()
-        if target["version"] == version:
-            return True, f"already running OS {version}; nothing to do"
         with self._lock:
             marker = self._marker.load()
             if marker is not None:

@@ -23,6 +23,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from tests.ports import free_port
 
 OVMF = Path("/usr/share/ovmf/OVMF.fd")
@@ -51,6 +53,13 @@ RESTART_TIMEOUT_S = 180
 # itself), then root's shell prompt.
 LOGIN_PROMPT = r"login: "
 SHELL_PROMPT = r"root@connectbox[^\n]*[#$] "
+
+
+def development_image() -> dict[str, str]:
+    """The development image the boot tests drive (CONNECTBOX_IMAGE_DIR's image.env)."""
+    env = image_env(Path(os.environ["CONNECTBOX_IMAGE_DIR"]))
+    assert env["CONNECTBOX_IMAGE_VARIANT"] == "development", "the boot tests drive a dev image"
+    return env
 
 
 def image_env(directory: Path) -> dict[str, str]:
@@ -354,3 +363,13 @@ def _mtools_env() -> dict[str, str]:
 def need_tools() -> list[str]:
     """Debian tools the image tests use that may be missing."""
     return [t for t in ("qemu-system-x86_64", "sfdisk", "mcopy") if not shutil.which(t)]
+
+
+# The boot tests' modules: `pytestmark = BOOTS_A_VM`.
+BOOTS_A_VM = [
+    pytest.mark.skipif(
+        not os.environ.get("CONNECTBOX_IMAGE_DIR"),
+        reason="boots a VM: runs in the image stage (scripts/test-image, part of .ci/run)",
+    ),
+    pytest.mark.skipif(bool(need_tools()), reason=f"missing {need_tools()}"),
+]

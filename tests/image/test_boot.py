@@ -19,7 +19,6 @@ import os
 import random
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -27,32 +26,24 @@ from simulators import pos as sim
 from tests.e2e.test_power_loss import pos_load
 from tests.image.qemu import (
     BOOT_TIMEOUT_S,
+    BOOTS_A_VM,
     RESTART_TIMEOUT_S,
     WATCHDOG_S,
     Disk,
     Machine,
-    image_env,
-    need_tools,
+    development_image,
 )
 
 CARD = "6000001234567894"
 SWIPE = f"%B{CARD}^LOYAL/JANE^2912101000000000?;{CARD}=29121010000000000000?\r"
 WEDGE_CARD = "6000009876543217"
 
-pytestmark = [
-    pytest.mark.skipif(
-        not os.environ.get("CONNECTBOX_IMAGE_DIR"),
-        reason="boots a VM: runs in the image stage (scripts/test-image, part of .ci/run)",
-    ),
-    pytest.mark.skipif(bool(need_tools()), reason=f"missing {need_tools()}"),
-]
+pytestmark = BOOTS_A_VM
 
 
 @pytest.fixture(scope="module")
 def image() -> dict[str, str]:
-    env = image_env(Path(os.environ["CONNECTBOX_IMAGE_DIR"]))
-    assert env["CONNECTBOX_IMAGE_VARIANT"] == "development", "the boot test drives a dev image"
-    return env
+    return development_image()
 
 
 @pytest.fixture(scope="module")

@@ -39,13 +39,13 @@ from simulators import pos as sim
 from simulators.host.keys import TEST_KEY_ID, test_private_key
 from simulators.host.rules import DEFAULT_CONFIG
 from tests.image.qemu import (
+    BOOTS_A_VM,
     MIB,
     UEFI_BOOT_TIMEOUT_S,
     UEFI_FALLBACK_TIMEOUT_S,
     Disk,
     Machine,
-    image_env,
-    need_tools,
+    development_image,
 )
 from tests.provisioning.conftest import record
 
@@ -59,19 +59,12 @@ ANSWER_S = 120
 UPDATE_S = 900 + UEFI_BOOT_TIMEOUT_S
 FALLBACK_S = 300 + UEFI_FALLBACK_TIMEOUT_S
 
-pytestmark = [
-    pytest.mark.skipif(
-        not os.environ.get("CONNECTBOX_IMAGE_DIR"),
-        reason="boots a VM: runs in the image stage (scripts/test-image, part of .ci/run)",
-    ),
-    pytest.mark.skipif(bool(need_tools()), reason=f"missing {need_tools()}"),
-]
+pytestmark = BOOTS_A_VM
 
 
 @pytest.fixture(scope="module")
 def image() -> dict[str, str]:
-    env = image_env(Path(os.environ["CONNECTBOX_IMAGE_DIR"]))
-    assert env["CONNECTBOX_IMAGE_VARIANT"] == "development"
+    env = development_image()
     assert env.get("CONNECTBOX_IMAGE_OS_ARTEFACT"), "build the image with --slot-key"
     assert osimage.newer(env["CONNECTBOX_IMAGE_OS_VERSION"], BROKEN)
     return env

@@ -380,9 +380,9 @@ def _sign_hex(digest: str) -> str:
 
 
 def test_the_version_already_running_succeeds_without_doing_anything(world: World) -> None:
-    args = {"version": "1.0", "url": "https://nowhere.invalid/x", "size": 1, "sha256": "0" * 64,
-            "signature": "x", "key_id": "nobody"}  # fmt: skip
-    assert world.updater().apply(args, "c-1") == (True, "already running OS 1.0; nothing to do")
+    args, _ = world.publish("2.0")
+    for same in ({**args, "version": "1.0"}, {"version": "1.0", "url": "ftp://x", "size": -1}):
+        assert world.updater().apply(same, "c-1") == (True, "already running OS 1.0; nothing to do")
     assert RangeHandler.seen == [] and world.marker() is None
 
 
