@@ -96,7 +96,7 @@ def test_status_page_answers_after_power_on(vm):
     assert vm.check("systemctl is-active connectbox.service") == "active"
 
 
-def test_root_is_read_only_and_the_data_partition_holds_the_state(vm):
+def test_root_is_read_only_and_the_data_partition_holds_the_state(vm, image):
     vm.wait_healthy(BOOT_TIMEOUT_S)
     assert vm.check("findmnt -no OPTIONS /").split(",")[0] == "ro"
     status, _ = vm.shell("touch /usr/lib/connectbox/x")
@@ -109,7 +109,8 @@ def test_root_is_read_only_and_the_data_partition_holds_the_state(vm):
     ):
         assert vm.check(f"findmnt -no SOURCE {path}") == f"/dev/vda4[{source}]"
     assert vm.check("cat /proc/cmdline").count("connectbox.slot=a") == 1
-    assert vm.status()["os"] == {"slot": "a", "variant": "development"}
+    version = image["CONNECTBOX_IMAGE_OS_VERSION"]
+    assert vm.status()["os"] == {"slot": "a", "version": version, "variant": "development"}
     # First boot: the serial from the DMI table, the hostname from its last six characters.
     assert vm.check("cat /etc/connectbox/serial") == "CB2026-TEST42"
     assert vm.check("hostname") == "connectbox-test42"

@@ -11,6 +11,7 @@ systemd-boot's counting are a rename of the entry.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.server
 import json
@@ -112,7 +113,8 @@ class World:
         handler = type("Handler", (RangeHandler,), {"directory": str(self.files)})
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve = functools.partial(self.server.serve_forever, poll_interval=0.02)
+        threading.Thread(target=serve, daemon=True).start()
         self.reports: list[tuple[str | None, bool, str]] = []
         self.idle = True
 
