@@ -10,10 +10,11 @@ connection carries one request, a JSON line; the answers are JSON lines, the las
 
 - `{"action": "status"}`: the running slot and version, and each slot's boot entry
   (`good`: blessed, `trying`: attempts left, `bad`: none left, `none`).
-- `{"action": "install", "version", "sha256", "signature", "key_id"}` with the artefact's open
-  file descriptor passed along (SCM_RIGHTS, so no path the service controls is ever opened by
-  root): checks the signature over `sha256` with the trusted keys of the configuration
-  (`[policy] trusted_keys`, readable by root only); removes the inactive slot's boot entry and
+- `{"action": "install", "version", "sha256", "signature", "key_id", "slot"}` with the
+  artefact's open file descriptor passed along (SCM_RIGHTS, so no path the service controls is
+  ever opened by root): checks the signature over `sha256` with the trusted keys of the
+  configuration (`[policy] trusted_keys`, readable by root only), that `slot` (if given) is the
+  inactive one; removes the inactive slot's boot entry and
   kernel; reads the artefact once (provisioning/osimage.py) while it writes the root filesystem
   into the inactive slot's partition at a bounded rate (synced and dropped from the page cache
   every few MiB, so the POS's journal and the running system keep the disk and the memory), the
@@ -160,6 +161,8 @@ def install(
         request.get("key_id"),
     )
     slot = inactive_slot(layout)
+    if request.get("slot") not in (None, slot):  # the service's idea of the box is out of date
+        raise UpdateRejected(f"slot {request['slot']} is not the inactive slot")
     began = time.monotonic()
     with _open_slot(layout, slot) as (device, capacity):
         _forget_slot(layout, slot)

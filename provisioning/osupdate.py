@@ -91,7 +91,7 @@ class SlotClient:
     def install(
         self, artefact: Path, args: dict[str, Any], progress: Callable[[int, int], None]
     ) -> dict[str, Any]:
-        keys = ("version", "sha256", "signature", "key_id")
+        keys = ("version", "sha256", "signature", "key_id", "slot")
         request = {"action": "install", **{k: args.get(k) for k in keys}}
         with open(artefact, "rb") as f:
             return self._call(request, f.fileno(), progress)
@@ -229,7 +229,8 @@ class OsUpdater:
                 self._marker.save(marker)
             self._spawn()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        # A download or write cut short goes on at the next start: no reason to hold shutdown.
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -321,6 +322,8 @@ class OsUpdater:
                 if state == "done":
                     self._hand_over(marker)
                     return
+                if state in ("download", "write", "staged") and self._booted_elsewhere(marker):
+                    continue
                 if state in ("download", "write") and marker["attempts"] > self.max_attempts:
                     raise UpdateRejected(
                         f"interrupted {self.max_attempts} times (restarts or power cuts)"
@@ -334,6 +337,16 @@ class OsUpdater:
             except Exception as exc:  # a bug must not leave the command unanswered
                 log.exception("OS update to %s failed", marker.get("version"))
                 self._done(marker, False, f"failed: {type(exc).__name__}: {exc}")
+
+    def _booted_elsewhere(self, marker: dict[str, Any]) -> bool:
+        """A power cut after the slot got its entry but before the marker said so: the box
+        booted the new slot already. It must not write again (that would be the old, good
+        slot): it waits for its boot check like after the reboot."""
+        if self.running()[0] == marker["from_slot"]:
+            return False
+        log.warning("booted slot %s before the update asked to: checking it", marker["slot"])
+        self._save(marker, state="rebooting", boot_id=None, rebooted_at=time.time())
+        return True
 
     def _save(self, marker: dict[str, Any], **changes: Any) -> None:
         marker.update(changes)

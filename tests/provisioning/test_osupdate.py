@@ -422,6 +422,17 @@ def test_the_slot_writer_checks_the_signature_itself(world: World) -> None:
     assert world.device("b").read_bytes() == b"b" * SLOT_BYTES
 
 
+def test_the_slot_writer_writes_only_the_inactive_slot(world: World) -> None:
+    args, _ = world.publish("2.0")
+    with pytest.raises(UpdateRejected, match="slot a is not the inactive slot"):
+        _install(world, {**args, "slot": "a"}, world.files / "os-2.0.tar")
+    world.layout.cmdline.write_text("root=/dev/sda1 ro\n")  # not booted from a slot
+    with pytest.raises(UpdateRejected, match="the running slot is unknown"):
+        _install(world, args, world.files / "os-2.0.tar")
+    assert world.device("a").read_bytes() == b"a" * SLOT_BYTES
+    assert world.device("b").read_bytes() == b"b" * SLOT_BYTES
+
+
 def test_a_changed_artefact_never_gets_a_boot_entry(world: World) -> None:
     args, _ = world.publish("2.0")
     path = world.files / "os-2.0.tar"
@@ -607,3 +618,22 @@ def test_keygen_and_pack_from_the_command_line(world: World, tmp_path: Path, cap
     from provisioning.releases import verify_signature
 
     verify_signature(args["sha256"].encode(), args["signature"], {"ci": public}, "ci")
+
+
+def test_a_power_cut_after_the_entry_was_written_boots_the_new_slot_which_is_not_written_again(
+    world: World,
+) -> None:
+    args, _ = world.publish("2.0")
+    updater = world.updater()
+    staged(world, updater, args)
+    updater.stop()
+    marker = {**world.marker(), "state": "write"}  # it never heard the write had finished
+    (world.state / MARKER_NAME).write_text(json.dumps(marker))
+    world.boot("b", "2.0")  # systemd-boot found connectbox-b+3.conf: slot B runs
+    world.rename_entry("b", "connectbox-b.conf")
+    world.updater().start()
+    assert wait_for(lambda: world.reports, 10)
+    ((_, ok, detail),) = world.reports
+    assert ok and detail.startswith("updated OS 1.0 -> 2.0: slot b passed its boot check"), detail
+    assert world.device("a").read_bytes() == b"a" * SLOT_BYTES  # the old slot: untouched
+    assert world.entries() == ["connectbox-a.conf", "connectbox-b.conf"]
