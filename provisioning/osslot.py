@@ -235,8 +235,8 @@ def _open_slot(layout: Layout, slot: str) -> Iterator[tuple[int, int]]:
 def _forget_slot(layout: Layout, slot: str) -> None:
     """Before its partition changes: the slot's boot entry and kernel go first."""
     for path in _listdir(layout.entries):
-        match = _ENTRY.match(path.name)
-        if match and match.group(1) == slot:
+        match = _ENTRY.match(path.name.removeprefix(".").removesuffix(".tmp"))
+        if match and match.group(1) == slot:  # its entry, or one a power cut left half-made
             path.unlink()
     fsync_dir(layout.entries)
     for path in _listdir(layout.esp / "connectbox" / slot):
