@@ -618,6 +618,12 @@ class ProvisioningConfig:
         "commands are handed to it and the service never writes `software_root` itself. Not "
         "set: the service updates itself (development).",
     )
+    os_slot_socket: Path = setting(
+        Path("/run/connectbox-os-slot.sock"),
+        FilePath(),
+        "The OS slot writer's socket (connectbox-os-slot.socket in the image): `update_os` "
+        "commands write the inactive root slot through it. Absent: they are refused.",
+    )
 
 
 @dataclass

@@ -4,7 +4,9 @@
 through the few collaborators the Box hands it, never the Box itself: the host link (who the box
 is to the host, its token and state), the status (for heartbeats and an update's health check),
 the network checker (the `rediscover` command), the parts the provider's config changes while
-running, `use_identity` (the parts that say who the box is) and `restart`.
+running, `use_identity` (the parts that say who the box is) and `restart`. OS updates
+(`update_os`) go through the OS slot writer's socket (provisioning/osupdate.py), app updates
+(`update`) through the software root.
 
 Nothing talks to the host with a token before enrollment has completed and been stored: the
 relay, the outbox, the policy refresh and the agent start only once the box knows its
@@ -35,6 +37,7 @@ from provisioning.agent import DEFER, Agent
 from provisioning.enrollment import Enroller
 from provisioning.identity import claim_code, device_serial
 from provisioning.link import HostLink
+from provisioning.osupdate import OsUpdater, SlotClient
 from provisioning.store import CREDENTIALS_FILE, Credentials, CredentialStore
 from provisioning.update_unit import UnitUpdates
 from provisioning.updates import Updater
@@ -85,6 +88,20 @@ def collect_unit_results(unit: UnitUpdates, agent: Agent) -> None:
             unit.acknowledge(outcome.command_id or "")
         except OSError as exc:
             log.warning("update result %s not acknowledged yet: %s", outcome.command_id, exc)
+
+
+def os_updater_for(
+    config: Config, idle: Callable[[], bool], report: Callable[[str | None, bool, str], Any]
+) -> OsUpdater:
+    """The `update_os` worker, the same for the service and safe mode (either may be the system
+    that runs after the reboot and reports the outcome)."""
+    return OsUpdater(
+        config.storage.data_dir,
+        config.policy.trusted_keys,
+        SlotClient(config.provisioning.os_slot_socket),
+        is_idle=idle,
+        report=report,
+    )
 
 
 class Restarting(Exception):
@@ -155,6 +172,7 @@ class RemoteManagement:
                 health_check=self._healthy,
                 is_idle=idle,
             )
+        self.os_updater = os_updater_for(config, idle, self._report_os_update)
         self.agent = Agent(
             link,
             data_dir,
@@ -163,6 +181,7 @@ class RemoteManagement:
                 "restart": self._restart,
                 "rediscover": self._rediscover,
                 "update": self._update,
+                "update_os": self._update_os,
                 "resend_events": lambda args: resend_events(outbox, self.agent, args),
             },
             heartbeat_s=config.provisioning.heartbeat_s,
@@ -227,6 +246,7 @@ class RemoteManagement:
             self.policies.apply_config()  # the provider's settings saved last time
             start_host_parts()
             self._report_finished_update()
+            self.os_updater.start()  # an OS update a reboot interrupted: finished and reported
             self.agent.start()
             while self.unit_updates is not None and not self.stopping.wait(UNIT_POLL_S):
                 self._collect_unit_results()
@@ -236,6 +256,7 @@ class RemoteManagement:
 
     def stop(self) -> None:
         self.agent.stop()
+        self.os_updater.stop()
 
     def snapshot(self) -> dict[str, Any]:
         enrollment = (
@@ -243,7 +264,11 @@ class RemoteManagement:
             if self.enroller is not None
             else {"state": "enrolled", "device_id": self.link.client.device_id}
         )
-        return {"enrollment": enrollment, "agent": self.agent.snapshot()}
+        return {
+            "enrollment": enrollment,
+            "agent": self.agent.snapshot(),
+            "os_update": self.os_updater.snapshot(),
+        }
 
     def reenroll(self) -> tuple[bool, str]:
         """A technician's action: enroll again with the claim code (e.g. after a revoked
@@ -288,6 +313,7 @@ class RemoteManagement:
                 "policy_refused": status["policy"].get("refused"),
                 "os_slot": status["os"]["slot"],  # which root slot (a/b) it booted from
                 "os_manifest": status["os"].get("manifest"),  # the image's packages, hashed
+                "os_version": status["os"].get("version"),
             },
             "outbox_depth": status["outbox"]["depth"],
             "oldest_pending_s": status["outbox"]["oldest_pending_s"],
@@ -315,6 +341,14 @@ class RemoteManagement:
         except Restarting:
             return DEFER  # the result comes from the next process's Updater.resume()
 
+    def _update_os(self, args: dict[str, Any]) -> Any:
+        outcome = self.os_updater.apply(args, self.agent.running_command_id)
+        return DEFER if outcome is None else outcome  # the outcome comes after the reboot
+
+    def _report_os_update(self, command_id: str | None, ok: bool, detail: str) -> None:
+        if command_id is not None:
+            self.agent.complete(command_id, ok, detail, "update_os")
+
     def _restart_for_update(self) -> None:
         # The health check must run in the new release's process, never in this one.
         self.restart()
@@ -322,12 +356,14 @@ class RemoteManagement:
 
     def _interrupted(self, entry: dict[str, Any]) -> Any:
         # An update restarts the service on purpose: its result comes from Updater.resume()
-        # (or from the update unit, which took the command).
-        if entry.get("type") != "update":
-            return None
-        if self.unit_updates is not None and self.unit_updates.knows(entry["command_id"]):
-            return DEFER
-        if self.updater and self.updater.pending():
+        # (or from the update unit, which took the command); an OS update's from the OS updater
+        # after the reboot.
+        if entry.get("type") == "update":
+            if self.unit_updates is not None and self.unit_updates.knows(entry["command_id"]):
+                return DEFER
+            if self.updater and self.updater.pending():
+                return DEFER
+        if entry.get("type") == "update_os" and self.os_updater.pending(entry["command_id"]):
             return DEFER
         return None
 

@@ -1,7 +1,7 @@
-"""Which OS image and root slot the box runs (docs/image.md, "A/B slots"): shown on the status
-page and sent with the heartbeat, so the support desk sees a box that fell back to its other
-slot, and which exact packages it runs (the manifest's hash). Outside the image (development,
-tests) all are None."""
+"""Which OS image, version and root slot the box runs (docs/image.md, "A/B slots"): shown on
+the status page and sent with the heartbeat, so the support desk sees a box that fell back to
+its other slot, and which exact packages it runs (the manifest's hash). Outside the image
+(development, tests) all are None."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-CMDLINE = "/proc/cmdline"
+from provisioning.osimage import CMDLINE, OS_VERSION_FILE, read_text, running_os
+
 VARIANT = "/usr/lib/connectbox/variant"  # written by scripts/build-image
 # Written by scripts/build-image: every Debian package and Python distribution with its version.
 MANIFEST = "/usr/lib/connectbox/manifest.txt"
@@ -18,23 +19,15 @@ MANIFEST = "/usr/lib/connectbox/manifest.txt"
 def os_image(
     cmdline_path: str | Path = CMDLINE,
     variant_path: str | Path = VARIANT,
+    version_path: str | Path = OS_VERSION_FILE,
     manifest_path: str | Path = MANIFEST,
 ) -> dict[str, Any]:
-    """{"slot": "a"/"b"/None, "variant": "production"/"development"/None,
+    """{"slot": "a"/"b"/None, "version": the OS version or None, "variant": ...,
     "manifest": the manifest's SHA-256 (hex) or None}."""
-    slot = None
-    for word in _read(cmdline_path).split():
-        if word.startswith("connectbox.slot="):
-            slot = word.split("=", 1)[1] or None
+    slot, version = running_os(Path(cmdline_path), Path(version_path))
+    variant = read_text(Path(variant_path)).strip()
     try:
         manifest = hashlib.sha256(Path(manifest_path).read_bytes()).hexdigest()
     except OSError:
         manifest = None
-    return {"slot": slot, "variant": _read(variant_path).strip() or None, "manifest": manifest}
-
-
-def _read(path: str | Path) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
+    return {"slot": slot, "version": version, "variant": variant or None, "manifest": manifest}

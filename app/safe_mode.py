@@ -10,8 +10,9 @@ release that came with the OS, so what broke the service's release cannot break 
 - the heartbeat (`degraded`, `components.safe_mode`) with the provider's commands, exactly once
   (the service's own command state): `update` (to another release, e.g. back to a good one:
   the update unit does it and starts the service), `upload_logs` (the service's journal),
-  `rotate_token`, `restart` (try the service again), and `update_os` where the OS update is
-  installed (`COMMANDS` below);
+  `rotate_token`, `restart` (try the service again) and `update_os` (an OS update: written to
+  the other slot and booted at once, since nothing serves the POS; its outcome is reported by
+  whichever system runs after the reboot);
 - a new try of the service every `retry_s`: a cause that went away (a full disk cleaned up)
   needs nobody.
 
@@ -38,7 +39,7 @@ from typing import Any
 
 from app import __version__
 from app.config import Config, ConfigError, StorageConfig, load_config
-from app.management import ask_update_unit, collect_unit_results
+from app.management import ask_update_unit, collect_unit_results, os_updater_for
 from app.os_image import os_image
 from provisioning.agent import DEFER, Agent
 from provisioning.link import HostLink
@@ -122,6 +123,8 @@ class SafeMode:
         root = config.provisioning.software_root
         socket_path = config.provisioning.update_socket
         self.unit = UnitUpdates(socket_path, root) if root and socket_path else None
+        # Nothing serves the POS in safe mode: an OS update may reboot whenever it is written.
+        self.os_updater = os_updater_for(config, lambda: True, self._report_os_update)
         self.agent = Agent(
             self.link,
             data_dir,
@@ -164,6 +167,7 @@ class SafeMode:
             "device_id": self.link.client.device_id,
             "host": self.link.snapshot(),
             "agent": self.agent.snapshot(),
+            "os_update": self.os_updater.snapshot(),
         }
 
     def heartbeat_status(self) -> dict[str, Any]:
@@ -181,7 +185,7 @@ class SafeMode:
     # -- the provider's commands -----------------------------------------------------------
 
     def commands(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
-        return {"restart": self._restart, "update": self._update}
+        return {"restart": self._restart, "update": self._update, "update_os": self._update_os}
 
     def _restart(self, args: dict[str, Any]) -> tuple[bool, str]:
         if self.unit is None:
@@ -197,8 +201,18 @@ class SafeMode:
             return False, "updates are not set up on this box"
         return ask_update_unit(self.unit, self.agent.running_command_id, args)
 
+    def _update_os(self, args: dict[str, Any]) -> Any:
+        outcome = self.os_updater.apply(args, self.agent.running_command_id)
+        return DEFER if outcome is None else outcome  # the outcome comes after the reboot
+
+    def _report_os_update(self, command_id: str | None, ok: bool, detail: str) -> None:
+        if command_id is not None:
+            self.agent.complete(command_id, ok, detail, "update_os")
+
     def _interrupted(self, entry: dict[str, Any]) -> Any:
         if entry.get("type") == "update" and self.unit and self.unit.knows(entry["command_id"]):
+            return DEFER
+        if entry.get("type") == "update_os" and self.os_updater.pending(entry["command_id"]):
             return DEFER
         return None
 
@@ -212,6 +226,7 @@ class SafeMode:
         log.warning("%s (%s); status page on port %d", TITLE, self.reason(), listen.port)
         if self.link.client.token:
             self.link.start()
+            self.os_updater.start()  # an OS update a reboot interrupted: finished and reported
             self.agent.start()
         waited = 0.0
         try:
@@ -225,6 +240,7 @@ class SafeMode:
                     self._restart({})
         finally:
             self.agent.stop()
+            self.os_updater.stop()
             self.link.stop()
             server.shutdown()
 

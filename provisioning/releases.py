@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 import urllib3
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from provisioning import http
 from provisioning.version import software_version
@@ -182,6 +183,12 @@ def sign_artefact(
 # Verification.
 
 
+def public_key_b64(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
+    """Base64 of the 32-byte raw public key, the form trusted keys are configured in."""
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return base64.b64encode(public.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode("ascii")
+
+
 def choose_key(trusted_keys: dict[str, str], key_id: str | None) -> str:
     """The key_id to verify with: the named one, or the only trusted key when none is named."""
     if not trusted_keys:
@@ -207,6 +214,29 @@ def verify_artefact(
     `trusted_keys` maps key_id to the base64 of the 32-byte raw public key (as for policies);
     `key_id` None means the only trusted key. The file is mapped, not copied, for verifying.
     """
+    public, key_id, signature = _signature_parts(signature_b64, trusted_keys, key_id)
+    check_sha256(path, sha256)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        try:
+            public.verify(signature, data)
+        except InvalidSignature:
+            raise UpdateRejected(f"signature does not verify with key {key_id!r}") from None
+
+
+def verify_signature(
+    message: bytes, signature_b64: str, trusted_keys: dict[str, str], key_id: str | None = None
+) -> None:
+    """Check an Ed25519 signature over `message` with a trusted key; UpdateRejected otherwise."""
+    public, key_id, signature = _signature_parts(signature_b64, trusted_keys, key_id)
+    try:
+        public.verify(signature, message)
+    except InvalidSignature:
+        raise UpdateRejected(f"signature does not verify with key {key_id!r}") from None
+
+
+def _signature_parts(
+    signature_b64: str, trusted_keys: dict[str, str], key_id: str | None
+) -> tuple[Ed25519PublicKey, str, bytes]:
     key_id = choose_key(trusted_keys, key_id)
     try:
         public = Ed25519PublicKey.from_public_bytes(
@@ -216,14 +246,19 @@ def verify_artefact(
         raise UpdateRejected(
             f"trusted key {key_id!r} is not a base64 32-byte Ed25519 key"
         ) from None
-    if not isinstance(sha256, str) or not _SHA256.match(sha256):
-        raise UpdateRejected("sha256 is not 64 hex digits")
     try:
         signature = base64.b64decode(signature_b64, validate=True)
     except (binascii.Error, ValueError, TypeError):
         raise UpdateRejected("signature is not base64") from None
     if len(signature) != 64:
         raise UpdateRejected("signature is not 64 bytes")
+    return public, key_id, signature
+
+
+def check_sha256(path: Path, sha256: str) -> None:
+    """UpdateRejected unless the file at `path` is not empty and has this SHA-256."""
+    if not isinstance(sha256, str) or not _SHA256.match(sha256):
+        raise UpdateRejected("sha256 is not 64 hex digits")
     size = Path(path).stat().st_size
     if size == 0:
         raise UpdateRejected("artefact is empty")
@@ -232,11 +267,6 @@ def verify_artefact(
         raise UpdateRejected(
             f"sha256 mismatch: artefact ({size} bytes) is {actual[:12]}…, expected {sha256[:12]}…"
         )
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        try:
-            public.verify(signature, data)
-        except InvalidSignature:
-            raise UpdateRejected(f"signature does not verify with key {key_id!r}") from None
 
 
 # Download.
@@ -267,16 +297,25 @@ def http_download(
     max_bytes: int = DEFAULT_MAX_ARTEFACT_BYTES,
     read_timeout_s: float = 30.0,
     total_timeout_s: float = 1800.0,
+    resume: bool = False,
+    max_rate: float | None = None,
 ) -> None:
     """Stream `url` into `dest` with timeouts and a size cap; UpdateRejected when it fails.
 
     The body is stored as sent (no content decoding: the signature is over the published
-    bytes), fsync'd, and must be as long as the server's Content-Length said.
+    bytes), fsync'd, and must be as long as the server's Content-Length said. With `resume`,
+    what `dest` already holds is kept and only the rest is asked for (`Range: bytes=<held>-`):
+    a 206 from there is appended, a 200 (a server without ranges) starts over, a 416 means
+    there is nothing more (the caller checks size and hash). `max_rate` (bytes/s) paces the
+    transfer so a big download leaves the site's line to the POS's host calls.
     """
     check_url(url)
     deadline = time.monotonic() + total_timeout_s
     headers = {"User-Agent": f"connectbox/{software_version()}", "Accept-Encoding": "identity"}
-    total = 0
+    held = dest.stat().st_size if resume and dest.exists() else 0
+    if held:
+        headers["Range"] = f"bytes={held}-"
+    total = held
     try:
         r = http.new_pool(maxsize=1).request(
             "GET", url, headers=headers, preload_content=False,
@@ -284,12 +323,23 @@ def http_download(
             retries=urllib3.Retry(total=5, connect=0, read=0, status=0, other=0, redirect=5),
         )  # fmt: skip
         with r:
-            if r.status != 200:
+            if r.status == 416 and held:
+                return
+            if r.status == 206 and held:
+                start = _range_start(r.headers.get("Content-Range"))
+                if start != held:
+                    raise UpdateRejected(f"download failed: asked from byte {held}, got {start}")
+            elif r.status == 200:
+                total = 0
+            else:
                 raise UpdateRejected(f"download failed: HTTP {r.status} for {url}")
             declared = _content_length(r.headers.get("Content-Length"))
-            if declared is not None and declared > max_bytes:
-                raise UpdateRejected(f"artefact is {declared} bytes, more than {max_bytes}")
-            with open(dest, "wb") as out:
+            if declared is not None:
+                declared += total
+                if declared > max_bytes:
+                    raise UpdateRejected(f"artefact is {declared} bytes, more than {max_bytes}")
+            began, fetched = time.monotonic(), 0
+            with open(dest, "ab" if total else "wb") as out:
                 for chunk in r.stream(256 * 1024, decode_content=False):
                     total += len(chunk)
                     if total > max_bytes:
@@ -297,12 +347,21 @@ def http_download(
                     if time.monotonic() > deadline:
                         raise UpdateRejected(f"download took longer than {total_timeout_s:g} s")
                     out.write(chunk)
+                    if max_rate:
+                        fetched += len(chunk)
+                        time.sleep(max(0.0, fetched / max_rate - (time.monotonic() - began)))
                 out.flush()
                 os.fsync(out.fileno())
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         raise UpdateRejected(f"download failed after {total} bytes: {_why(exc)}") from None
     if declared is not None and total != declared:
         raise UpdateRejected(f"download truncated: {total} of {declared} bytes")
+
+
+def _range_start(value: str | None) -> int | None:
+    """The first byte of a `Content-Range: bytes <first>-<last>/<length>` answer."""
+    match = re.match(r"bytes (\d+)-\d+/(\d+|\*)$", (value or "").strip())
+    return int(match.group(1)) if match else None
 
 
 def _content_length(value: str | None) -> int | None:

@@ -14,10 +14,14 @@ reason).
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -74,6 +78,23 @@ def fsync_dir(directory: Path) -> None:
         pass  # some filesystems refuse fsync on a directory; the rename is still atomic
     finally:
         os.close(fd)
+
+
+def lock_exclusive(
+    fd: int, wait_s: float, clock: Callable[[], float] = time.monotonic, poll_s: float = 0.05
+) -> bool:
+    """An exclusive flock on `fd`, waiting up to `wait_s` for another holder; False if none."""
+    deadline = clock() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+        if clock() >= deadline:
+            return False
+        time.sleep(poll_s)
 
 
 class JsonDocument:

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import fcntl
 import json
 import logging
@@ -92,7 +91,7 @@ from provisioning.releases import (
     sign_artefact,
     verify_artefact,
 )
-from provisioning.store import fsync_dir, write_json_atomic
+from provisioning.store import fsync_dir, lock_exclusive, write_json_atomic
 
 __all__ = [
     "HealthCheckFailed",
@@ -582,18 +581,9 @@ class Updater:
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            deadline = self._clock() + wait_s
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    if self._clock() >= deadline:
-                        yield False
-                        return
-                    time.sleep(0.05)
+            if not lock_exclusive(fd, wait_s, self._clock):
+                yield False
+                return
             try:
                 yield True
             finally:

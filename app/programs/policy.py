@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from provisioning.rfc3339 import parse_rfc3339
 
@@ -34,13 +33,6 @@ def canonical_json(doc: dict[str, Any]) -> bytes:
     """UTF-8, sorted keys, no spaces: the bytes that get signed."""
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return text.encode("utf-8")
-
-
-def public_key_b64(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
-    """Base64 of the 32-byte raw public key, the form trusted keys are configured in."""
-    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
-    raw = public.public_bytes(Encoding.Raw, PublicFormat.Raw)
-    return base64.b64encode(raw).decode("ascii")
 
 
 def sign_policy(doc: dict[str, Any], private_key: Ed25519PrivateKey, key_id: str) -> dict[str, str]:

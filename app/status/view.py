@@ -603,7 +603,10 @@ def software_section(status: dict[str, Any], now: float) -> Section:
         ("Version", text(status.get("version"))),
         (
             "System slot",
-            f"{str(slot).upper()} ({os_info.get('variant') or 'unknown'} image)" if slot else DASH,
+            f"{str(slot).upper()}: OS {os_info.get('version') or 'unknown'}"
+            f" ({os_info.get('variant') or 'unknown'} image)"
+            if slot
+            else DASH,
         ),
         ("Image manifest", text(os_info.get("manifest"))[:12]),
         ("Running for", duration(uptime) if isinstance(uptime, int | float) else DASH),

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -22,12 +23,15 @@ def utc_now() -> datetime:
 
 @dataclass
 class SimState:
-    """The `/_sim/fault` setting, shared by the request threads."""
+    """The `/_sim/fault` setting and the files published under `/_sim/files/`, shared by the
+    request threads."""
 
     mode: str = "ok"
     seconds: float = 0.0
     stopping: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    files: dict[str, Path] = field(default_factory=dict)
+    downloads: list[tuple[str, str | None]] = field(default_factory=list)  # (name, Range)
 
     def set(self, mode: str, seconds: float) -> None:
         with self.lock:

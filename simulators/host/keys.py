@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from app.programs.policy import public_key_b64
+from provisioning.releases import public_key_b64
 
 TEST_KEY_ID = "test-k1"
 

@@ -1,11 +1,12 @@
 """The reference host's TEST-ONLY knobs under /_sim/ (no authentication, not in the contract):
-what boxes sent, queued commands, a fault to play (500s or a hang) and a reset."""
+what boxes sent, queued commands, a fault to play (500s or a hang), files to download (OS update
+artefacts, with HTTP Range) and a reset."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request, send_file
 
 from simulators.host.context import HostContext
 from simulators.host.replies import error, json_body
@@ -60,6 +61,15 @@ def install_knobs(app: Flask, ctx: HostContext) -> None:
             body.get("command_id"),
         )
         return jsonify({"command_id": command_id})
+
+    @app.get("/_sim/files/<name>")
+    def sim_file(name: str) -> Any:
+        with ctx.sim.lock:
+            ctx.sim.downloads.append((name, request.headers.get("Range")))
+            path = ctx.sim.files.get(name)
+        if path is None:
+            return error(404, "not_found", f"no file {name!r} published (RunningHost.publish)")
+        return send_file(path, mimetype="application/x-tar", conditional=True)
 
     @app.post("/_sim/fault")
     def sim_fault() -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -31,6 +32,17 @@ class RunningHost:
 
     def set_fault(self, mode: str, seconds: float = 0.0) -> None:
         self._sim.set(mode, seconds)
+
+    def publish(self, name: str, path: Path) -> str:
+        """Serve the file at `path` as `/_sim/files/<name>` (HTTP Range too); its URL."""
+        with self._sim.lock:
+            self._sim.files[name] = Path(path)
+        return f"{self.url}/_sim/files/{name}"
+
+    def downloads(self) -> list[tuple[str, str | None]]:
+        """The `/_sim/files/` requests so far: (name, Range header)."""
+        with self._sim.lock:
+            return list(self._sim.downloads)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving; idempotent (a test may stop it, and then its fixture again)."""

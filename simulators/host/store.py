@@ -24,6 +24,7 @@ COMMAND_TYPES = (
     "upload_logs",
     "rotate_token",
     "update",
+    "update_os",
     "resend_events",
 )
 

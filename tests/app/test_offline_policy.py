@@ -18,8 +18,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from app.offline.policy import MAX_CLOCK_SKEW_S, PolicyManager
-from app.programs.policy import canonical_json, public_key_b64, sign_policy, verify_policy
+from app.programs.policy import canonical_json, sign_policy, verify_policy
 from provisioning.api import HostClient
+from provisioning.releases import public_key_b64
 from simulators.host.keys import TEST_KEY_ID, TEST_PUBLIC_KEY_B64, test_private_key
 from simulators.host.runner import RunningHost, start_in_thread
 from simulators.host.store import Device, HostStore

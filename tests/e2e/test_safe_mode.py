@@ -47,10 +47,22 @@ def test_safe_mode_keeps_the_page_the_heartbeat_and_the_commands(tmp_path, refer
         device = config.host.device_id
         logs = reference_host.store.queue_command(device, "upload_logs", {})
         restart = reference_host.store.queue_command(device, "restart", {})
+        os_args = {
+            "version": "2027.2",
+            "url": "https://host.example/os-2027.2.tar",
+            "size": 1024,
+            "sha256": "ab" * 32,
+            "signature": "c2ln",
+        }
+        update_os = reference_host.store.queue_command(device, "update_os", os_args)
         mode.agent.heartbeat_now()
         results = {c["command_id"]: c["result"] for c in reference_host.store.commands(device)}
         assert results[logs]["ok"] is True
         assert not results[restart]["ok"]  # no update unit here to start the service with
+        # Safe mode takes OS updates too (here outside the image: no slot to write, refused).
+        assert not results[update_os]["ok"]
+        assert "does not say which OS slot" in results[update_os]["detail"]
+        assert status["os_update"] is None
         [upload] = reference_host.store.logs(device)
         assert "disk I/O error" in gzip.decompress(upload["content"]).decode()
         beat = reference_host.store.heartbeats(device)[-1]

@@ -9,8 +9,8 @@ image and sets CONNECTBOX_IMAGE_DIR; by hand:
 CONNECTBOX_QEMU_ACCEL picks the accelerator (default tcg; kvm where KVM works). The reference
 host runs here on 127.0.0.1:<the port baked into the image>; QEMU's user networking maps the
 guest's "host" address (see docs/image.md) to this machine's 127.0.0.1. Most scenarios share
-one direct-kernel boot of slot A (fast); the power cut and the UEFI/A-B scenarios boot their
-own copies of the disk.
+one direct-kernel boot of slot A (fast); the power cut boots its own copy of the disk. UEFI,
+systemd-boot and the A/B slots are tested by real OS updates (tests/image/test_os_update.py).
 """
 
 from __future__ import annotations
@@ -25,12 +25,10 @@ import os
 import random
 import re
 import socket
-import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -41,38 +39,27 @@ from simulators.host.keys import TEST_KEY_ID, test_private_key
 from tests.e2e.test_power_loss import pos_load
 from tests.image.qemu import (
     BOOT_TIMEOUT_S,
+    BOOTS_A_VM,
     RESTART_TIMEOUT_S,
     STATIC_GUEST,
-    UEFI_BOOT_TIMEOUT_S,
-    UEFI_FALLBACK_TIMEOUT_S,
     WATCHDOG_S,
     Disk,
     Machine,
-    image_env,
-    need_tools,
+    development_image,
 )
 from tests.tlsca import make_tls_files
 
-ROOT = Path(__file__).resolve().parents[2]
 CONNECTBOX = "/opt/connectbox/current/bin/connectbox"
 CARD = "6000001234567894"
 SWIPE = f"%B{CARD}^LOYAL/JANE^2912101000000000?;{CARD}=29121010000000000000?\r"
 WEDGE_CARD = "6000009876543217"
 
-pytestmark = [
-    pytest.mark.skipif(
-        not os.environ.get("CONNECTBOX_IMAGE_DIR"),
-        reason="boots a VM: runs in the image stage (scripts/test-image, part of .ci/run)",
-    ),
-    pytest.mark.skipif(bool(need_tools()), reason=f"missing {need_tools()}"),
-]
+pytestmark = BOOTS_A_VM
 
 
 @pytest.fixture(scope="module")
 def image() -> dict[str, str]:
-    env = image_env(Path(os.environ["CONNECTBOX_IMAGE_DIR"]))
-    assert env["CONNECTBOX_IMAGE_VARIANT"] == "development", "the boot test drives a dev image"
-    return env
+    return development_image()
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +112,7 @@ def test_status_page_answers_after_power_on(vm):
     assert vm.check("systemctl is-active connectbox.service") == "active"
 
 
-def test_root_is_read_only_and_the_data_partition_holds_the_state(vm):
+def test_root_is_read_only_and_the_data_partition_holds_the_state(vm, image):
     vm.wait_healthy(BOOT_TIMEOUT_S)
     assert vm.check("findmnt -no OPTIONS /").split(",")[0] == "ro"
     status, _ = vm.shell("touch /usr/lib/connectbox/x")
@@ -139,7 +126,12 @@ def test_root_is_read_only_and_the_data_partition_holds_the_state(vm):
         assert vm.check(f"findmnt -no SOURCE {path}") == f"/dev/vda4[{source}]"
     assert vm.check("cat /proc/cmdline").count("connectbox.slot=a") == 1
     os_image = vm.status()["os"]
-    assert (os_image["slot"], os_image["variant"]) == ("a", "development")
+    version = image["CONNECTBOX_IMAGE_OS_VERSION"]
+    assert (os_image["slot"], os_image["version"], os_image["variant"]) == (
+        "a",
+        version,
+        "development",
+    )
     manifest = vm.check("sha256sum /usr/lib/connectbox/manifest.txt").split()[0]
     assert os_image["manifest"] == manifest  # what the page and the heartbeat show
     packages = vm.check("cat /usr/lib/connectbox/manifest.txt")
@@ -628,59 +620,3 @@ def _unreadable_frame(port: int, marker: str) -> None:
         pos.sendall(marker.encode() + b"-" * 40)
         with contextlib.suppress(OSError):
             pos.recv(64)  # the box hangs up
-
-
-# -- UEFI, systemd-boot, A/B slots -------------------------------------------------------------
-
-
-def _install_slot_b(disk: Disk, slot: Path | None, tries: int) -> None:
-    """What an OS update does: slot B's root, kernel and initrd, and an entry on probation with
-    `tries` boot attempts and a newer version (so it is tried first)."""
-    disk.write_partition("cbroot-b", slot)
-    disk.esp_mkdir("/connectbox/b")
-    image_dir = Path(os.environ["CONNECTBOX_IMAGE_DIR"])
-    disk.esp_write("/connectbox/b/vmlinuz", image_dir / "vmlinuz")
-    disk.esp_write("/connectbox/b/initrd.img", image_dir / "initrd.img")
-    entry = subprocess.run(
-        [str(ROOT / "image" / "boot-entry"), "b", "9.9.9"],
-        check=True, capture_output=True,
-    ).stdout  # fmt: skip
-    disk.esp_write(f"/loader/entries/connectbox-b+{tries}.conf", entry)
-
-
-def test_uefi_a_broken_slot_b_falls_back_to_slot_a(image, reference_host, tmp_path):
-    disk = Disk.copy_of(image["CONNECTBOX_IMAGE_DISK"], tmp_path / "disk.img")
-    _install_slot_b(disk, None, tries=2)
-    machine = Machine(image, tmp_path / "vm", disk=disk.path, uefi=True, snapshot=False).start()
-    try:
-        seconds = machine.wait_healthy(UEFI_FALLBACK_TIMEOUT_S)
-        console = machine.console_text()
-        assert console.count("root=PARTLABEL=cbroot-b") >= 2, machine.tail()
-        assert machine.check("cat /proc/cmdline").count("connectbox.slot=a") == 1
-        assert machine.status()["os"]["slot"] == "a"  # what the page and heartbeat report
-        print(f"FIGURE UEFI fallback B,B -> A: /healthz after {seconds:.0f} s")
-    finally:
-        machine.stop()
-    entries = disk.esp_list("/loader/entries")
-    assert entries == ["connectbox-a.conf", "connectbox-b+0-2.conf"], entries
-
-
-def test_uefi_a_good_slot_b_boots_and_is_blessed(image, reference_host, tmp_path):
-    disk = Disk.copy_of(image["CONNECTBOX_IMAGE_DISK"], tmp_path / "disk.img")
-    _install_slot_b(disk, Path(image["CONNECTBOX_IMAGE_SLOT"]), tries=3)
-    machine = Machine(image, tmp_path / "vm", disk=disk.path, uefi=True, snapshot=False).start()
-    try:
-        seconds = machine.wait_healthy(UEFI_BOOT_TIMEOUT_S)
-        print(f"FIGURE UEFI boot of slot B -> /healthz: {seconds:.0f} s")
-        assert machine.check("cat /proc/cmdline").count("connectbox.slot=b") == 1
-        assert machine.status()["os"]["slot"] == "b"
-        deadline = time.monotonic() + 300
-        while machine.shell("systemctl is-active systemd-bless-boot.service")[0] != 0:
-            assert time.monotonic() < deadline, machine.check(
-                "systemctl status connectbox-boot-check systemd-bless-boot; true"
-            )
-            time.sleep(3)
-    finally:
-        machine.stop()
-    entries = disk.esp_list("/loader/entries")
-    assert entries == ["connectbox-a.conf", "connectbox-b.conf"], entries

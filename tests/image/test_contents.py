@@ -15,13 +15,17 @@ Files are read with debugfs (e2fsprogs) straight from the partition images.
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from provisioning import osimage
+from provisioning.releases import file_sha256, verify_signature
 from simulators.host.keys import TEST_PUBLIC_KEY_B64
 from tests.image.qemu import MIB, Disk, image_env
 
@@ -162,3 +166,25 @@ def test_the_software_root_is_root_s_and_the_helpers_are_configured(image, data_
     config = _cat(data_partition, "/etc/connectbox/connectbox.toml") or ""
     for socket_path in ("connectbox-update", "connectbox-clock", "connectbox-journal-sync"):
         assert f'"/run/{socket_path}.sock"' in config
+
+
+def test_the_slot_artefact_is_signed_with_a_key_the_image_trusts(image, data_partition):
+    if not image.get("CONNECTBOX_IMAGE_OS_ARTEFACT"):
+        pytest.skip("built without --slot-key: no slot artefact")
+    artefact = Path(image["CONNECTBOX_IMAGE_OS_ARTEFACT"])
+    args = json.loads(artefact.with_name(artefact.name + ".json").read_text())
+    version = image["CONNECTBOX_IMAGE_OS_VERSION"]
+    assert args["version"] == version and args["size"] == artefact.stat().st_size
+    assert args["sha256"] == file_sha256(artefact)
+    config = tomllib.loads(_cat(data_partition, "/etc/connectbox/connectbox.toml") or "")
+    trusted = config["policy"]["trusted_keys"]
+    verify_signature(args["sha256"].encode(), args["signature"], trusted, args["key_id"])
+    with open(artefact, "rb") as raw:
+        stream = osimage.ArtefactStream(raw)
+        size, reader = stream.member(osimage.MANIFEST, osimage.MAX_MANIFEST_BYTES)
+        manifest = osimage.parse_manifest(reader.read(size))
+    assert manifest.version == version
+    for slot in osimage.SLOTS:
+        osimage.check_entry(manifest.entries[slot], slot)
+    assert _cat(image["CONNECTBOX_IMAGE_SLOT"], "/usr/lib/connectbox/os-version") == version + "\n"
+    print(f"FIGURE production slot artefact: {artefact.stat().st_size / MIB:.1f} MiB")

@@ -31,6 +31,8 @@ GUARD = UNITS / "connectbox-update-guard.service"
 NETWORK_HELPER = UNITS / "connectbox-network.service"
 SITE_NETWORKS = UNITS / "connectbox-site-networks.service"
 DEMO_FORWARDER = REPO / "image" / "demo" / "connectbox-demo-hostfwd.service"
+SLOT_SOCKET = UNITS / "connectbox-os-slot.socket"
+SLOT_WRITER = UNITS / "connectbox-os-slot@.service"
 NFT = OVERLAY / "etc" / "nftables.conf"
 
 
@@ -203,6 +205,40 @@ def test_every_project_unit_is_sandboxed() -> None:
         assert s.get("SystemCallFilter"), f"{path.name}: no SystemCallFilter"
         assert "CapabilityBoundingSet" in s, f"{path.name}: capabilities not limited"
         assert s.get("UMask"), f"{path.name}: no UMask"
+
+
+def test_only_the_service_may_reach_the_os_slot_writer() -> None:
+    s = parse_unit(SLOT_SOCKET)["Socket"]
+    assert one(s, "ListenStream") == "/run/connectbox-os-slot.sock"
+    assert (one(s, "SocketUser"), one(s, "SocketGroup"), one(s, "SocketMode")) == (
+        "root",
+        "connectbox",
+        "0660",
+    )
+    assert one(s, "Accept") == "yes"  # one writer process per request, never a daemon
+
+
+def test_os_slot_writer_runs_slot_code_in_a_narrow_sandbox() -> None:
+    s = parse_unit(SLOT_WRITER)["Service"]
+    argv = shlex.split(one(s, "ExecStart"))
+    assert argv == [
+        "/usr/lib/connectbox/factory/venv/bin/python",
+        "-I",
+        "-m",
+        "provisioning.osslot",
+    ]
+    assert one(s, "StandardInput") == "socket" and one(s, "StandardOutput") == "journal"
+    assert s.get("CapabilityBoundingSet") == [""] and one(s, "NoNewPrivileges") == "yes"
+    assert one(s, "ProtectSystem") == "strict"
+    assert words(s, "ReadWritePaths") == {"/efi"}
+    assert one(s, "DevicePolicy") == "closed"
+    assert sorted(s["DeviceAllow"]) == [
+        "/dev/disk/by-partlabel/cbroot-a rw",
+        "/dev/disk/by-partlabel/cbroot-b rw",
+    ]
+    assert one(s, "PrivateNetwork") == "yes"
+    assert words(s, "RestrictAddressFamilies") == {"AF_UNIX"}
+    assert (one(s, "IOSchedulingClass"), one(s, "CPUSchedulingPolicy")) == ("idle", "idle")
 
 
 def test_journal_network_time_settings() -> None:
@@ -430,6 +466,7 @@ def test_systemd_analyze_verify(scratch_root) -> None:
     units = [_in_root(p) for p in project_units() if "@" not in p.name]
     units += [_in_root(UNITS / name) for name in HELPER_SOCKETS]
     units.append(_in_root(UNITS / "connectbox-network.path"))
+    units += [_in_root(SLOT_SOCKET), "/etc/systemd/system/connectbox-os-slot@1.service"]
     done = subprocess.run(
         [_need("systemd-analyze"), "verify", "--man=no", f"--root={scratch_root}", *units],
         capture_output=True,

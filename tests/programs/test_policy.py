@@ -8,10 +8,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from app.programs.policy import (
     PolicyError,
     canonical_json,
-    public_key_b64,
     sign_policy,
     verify_policy,
 )
+from provisioning.releases import public_key_b64
 from simulators.host import keys
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
