@@ -193,6 +193,7 @@ PROJECT_UNITS = [
     "connectbox-update@probe.service",
     "connectbox-clock@probe.service",
     "connectbox-journal-sync@probe.service",
+    "connectbox-os-slot@probe.service",
     "connectbox-network.service",
     "connectbox-site-networks.service",
     "connectbox-demo-hostfwd.service",
