@@ -91,10 +91,15 @@ def collect_unit_results(unit: UnitUpdates, agent: Agent) -> None:
 
 
 def os_updater_for(
-    config: Config, idle: Callable[[], bool], report: Callable[[str | None, bool, str], Any]
+    config: Config, idle: Callable[[], bool], agent: Callable[[], Agent]
 ) -> OsUpdater:
-    """The `update_os` worker, the same for the service and safe mode (either may be the system
-    that runs after the reboot and reports the outcome)."""
+    """The `update_os` worker, the same for the service and safe mode: either may be the system
+    that runs after the reboot, and reports the outcome once through its `agent`."""
+
+    def report(command_id: str | None, ok: bool, detail: str) -> None:
+        if command_id is not None:
+            agent().complete(command_id, ok, detail, "update_os")
+
     return OsUpdater(
         config.storage.data_dir,
         config.policy.trusted_keys,
@@ -102,6 +107,13 @@ def os_updater_for(
         is_idle=idle,
         report=report,
     )
+
+
+def ask_os_updater(updater: OsUpdater, agent: Agent, args: dict[str, Any]) -> Any:
+    """The `update_os` command: answered at once (refused, or the version already running), or
+    DEFER: the outcome comes after the reboot."""
+    outcome = updater.apply(args, agent.running_command_id)
+    return DEFER if outcome is None else outcome
 
 
 class Restarting(Exception):
@@ -172,7 +184,7 @@ class RemoteManagement:
                 health_check=self._healthy,
                 is_idle=idle,
             )
-        self.os_updater = os_updater_for(config, idle, self._report_os_update)
+        self.os_updater = os_updater_for(config, idle, lambda: self.agent)
         self.agent = Agent(
             link,
             data_dir,
@@ -342,12 +354,7 @@ class RemoteManagement:
             return DEFER  # the result comes from the next process's Updater.resume()
 
     def _update_os(self, args: dict[str, Any]) -> Any:
-        outcome = self.os_updater.apply(args, self.agent.running_command_id)
-        return DEFER if outcome is None else outcome  # the outcome comes after the reboot
-
-    def _report_os_update(self, command_id: str | None, ok: bool, detail: str) -> None:
-        if command_id is not None:
-            self.agent.complete(command_id, ok, detail, "update_os")
+        return ask_os_updater(self.os_updater, self.agent, args)
 
     def _restart_for_update(self) -> None:
         # The health check must run in the new release's process, never in this one.

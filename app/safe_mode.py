@@ -39,7 +39,7 @@ from typing import Any
 
 from app import __version__
 from app.config import Config, ConfigError, StorageConfig, load_config
-from app.management import ask_update_unit, collect_unit_results, os_updater_for
+from app.management import ask_os_updater, ask_update_unit, collect_unit_results, os_updater_for
 from app.os_image import os_image
 from provisioning.agent import DEFER, Agent
 from provisioning.link import HostLink
@@ -124,7 +124,7 @@ class SafeMode:
         socket_path = config.provisioning.update_socket
         self.unit = UnitUpdates(socket_path, root) if root and socket_path else None
         # Nothing serves the POS in safe mode: an OS update may reboot whenever it is written.
-        self.os_updater = os_updater_for(config, lambda: True, self._report_os_update)
+        self.os_updater = os_updater_for(config, lambda: True, lambda: self.agent)
         self.agent = Agent(
             self.link,
             data_dir,
@@ -202,12 +202,7 @@ class SafeMode:
         return ask_update_unit(self.unit, self.agent.running_command_id, args)
 
     def _update_os(self, args: dict[str, Any]) -> Any:
-        outcome = self.os_updater.apply(args, self.agent.running_command_id)
-        return DEFER if outcome is None else outcome  # the outcome comes after the reboot
-
-    def _report_os_update(self, command_id: str | None, ok: bool, detail: str) -> None:
-        if command_id is not None:
-            self.agent.complete(command_id, ok, detail, "update_os")
+        return ask_os_updater(self.os_updater, self.agent, args)
 
     def _interrupted(self, entry: dict[str, Any]) -> Any:
         if entry.get("type") == "update" and self.unit and self.unit.knows(entry["command_id"]):

@@ -3,6 +3,7 @@ SIGKILL, SIGTERM, RSS."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -37,6 +38,8 @@ def start_box(config: Path, status_port: int, **popen) -> subprocess.Popen:
     """Start `connectbox run` and wait for /healthz; output is discarded unless `popen` says."""
     popen.setdefault("stdout", subprocess.DEVNULL)
     popen.setdefault("stderr", subprocess.DEVNULL)
+    # As the image runs it (image/overlay/.../connectbox.service): two malloc arenas.
+    popen.setdefault("env", {**os.environ, "MALLOC_ARENA_MAX": "2"})
     box = subprocess.Popen([*CLI, "run", "--config", str(config)], **popen)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and box.poll() is None:
